@@ -1,0 +1,23 @@
+"""The channel machines, built once at import."""
+
+from __future__ import annotations
+
+from machines import sms
+from machines.engine import ChannelMachine, common_transitions, reply
+from machines.vocabulary import Channel, Code, Status
+
+SMS = ChannelMachine(
+    Channel.SMS,
+    pending={sms.CODE_SENT: Status.PENDING},
+    transitions=[
+        *sms.TRANSITIONS,  # channel-specific edges first: transitions tries them in order
+        *common_transitions(
+            [sms.CODE_SENT],
+            expiry_code=Code.NOT_CONFIRMABLE,
+            confirm_when_verified=reply(Code.NOT_CONFIRMABLE, 409),
+            resend_when_verified=reply(Code.ALREADY_COMPLETED, 409),
+        ),
+    ],
+)
+
+MACHINES: dict[Channel, ChannelMachine] = {Channel.SMS: SMS}

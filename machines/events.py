@@ -1,0 +1,88 @@
+"""Inputs to the machines: API calls, provider reports and timers, as plain values.
+
+The shell does the I/O and the cryptography before it builds an event (it draws a new code and
+seals it, hashes a submitted code, asks the carrier); the machine only compares and decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from machines.vocabulary import TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    """A freshly drawn one-time code: its keyed hash to keep, and its sealed form to send."""
+
+    code_hash: str
+    sealed_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upstream's refusal (a carrier check, an add-on check): a catalog code and detail."""
+
+    code: str
+    detail_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Open a verification the shell has prepared (ids, sealed subject) with the upstream's answer."""
+
+    now_ms: int
+    issued_code: IssuedCode | None = None
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    now_ms: int
+    code_hash: str | None = None  # keyed hash of the submitted code (SMS, mOTP)
+    refusal: Refusal | None = None  # the carrier's add-on check, asked only for a matching code
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    now_ms: int
+    issued_code: IssuedCode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    now_ms: int
+    kind: TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class Redeem:
+    """The client presents a key token; the shell has checked it against the record."""
+
+    now_ms: int
+    token_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A read: nothing happens but the deadlines the clock has passed."""
+
+    now_ms: int
+
+
+Event = Start | Confirm | Resend | Cancel | TimerFired | Redeem | Tick
+
+# Tick has no trigger of its own: every input first lets the clock catch up (see decide).
+TRIGGERS: dict[type[Event], str] = {
+    Start: "start",
+    Confirm: "confirm",
+    Resend: "resend",
+    Cancel: "cancel",
+    TimerFired: "expire",
+    Redeem: "redeem",
+}

@@ -1,0 +1,1 @@
+"""The shell around the pure machines: HTTP, the Redis store, timers, the outbox, providers."""

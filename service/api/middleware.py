@@ -1,0 +1,125 @@
+"""Cross-cutting request handling: errors, API keys, idempotency, metrics, log context."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from aiohttp import web
+
+from machines.vocabulary import Code
+from service.api import errors
+from service.api.errors import ApiError
+from service.api.routes import CLIENT_ID, RUNTIME
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("veriflow.api")
+
+PUBLIC_V1 = ("/v1/catalog", "/v1/providers/")
+IDEMPOTENCY_TTL_S = 86_400
+IDEMPOTENCY_MISMATCH = "3002"
+IDEMPOTENCY_IN_PROGRESS = "3003"
+
+
+@web.middleware
+async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(method=request.method, path=request.path)
+    rt = request.app[RUNTIME]
+    language = request.headers.get("Accept-Language")
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return errors.render(exc, rt.catalog, language)
+    except web.HTTPException as exc:
+        if exc.status == 404 and request.path.startswith("/v1"):  # noqa: PLR2004
+            return errors.render(ApiError(Code.UNKNOWN_VERIFICATION, description="no such route"),
+                                 rt.catalog, language)
+        raise
+    except Exception:
+        log.exception("api.unhandled")
+        return errors.render(ApiError(Code.INTERNAL_ERROR), rt.catalog, language)
+
+
+@web.middleware
+async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/") and not request.path.startswith(PUBLIC_V1):
+        client_id = request.app[RUNTIME].extras["clients"].get(_key_digest(request))
+        if client_id is None:
+            raise ApiError(Code.BAD_API_KEY)
+        request[CLIENT_ID] = client_id
+        structlog.contextvars.bind_contextvars(client_id=client_id)
+    return await handler(request)
+
+
+def _key_digest(request: web.Request) -> bytes:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return b""
+    return hashlib.sha256(key.strip().encode()).digest()
+
+
+def client_table(api_keys: dict[str, str]) -> dict[bytes, str]:
+    """API keys are looked up by their SHA-256: the lookup time does not depend on the key."""
+    return {hashlib.sha256(key.encode()).digest(): client for client, key in api_keys.items()}
+
+
+@web.middleware
+async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The same Idempotency-Key with the same body answers the first response again."""
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or not key or CLIENT_ID not in request:
+        return await handler(request)
+    rt = request.app[RUNTIME]
+    redis = rt.store.redis
+    slot = rt.engine.keys.idempotency(request[CLIENT_ID], key)
+    fingerprint = hashlib.sha256(request.path.encode() + b"\0" + await request.read()).hexdigest()
+    pending = orjson.dumps({"fingerprint": fingerprint})
+    if not await redis.set(slot, pending, nx=True, ex=IDEMPOTENCY_TTL_S):
+        stored = orjson.loads(await redis.get(slot) or pending)
+        if not hmac.compare_digest(stored["fingerprint"], fingerprint):
+            raise ApiError(IDEMPOTENCY_MISMATCH)
+        if "status" not in stored:
+            raise ApiError(IDEMPOTENCY_IN_PROGRESS)
+        return web.Response(body=stored["body"].encode(), status=stored["status"],
+                            content_type="application/json")
+    try:
+        response = await _rendered(request, handler)
+    except BaseException:
+        await redis.delete(slot)  # nothing was answered: the key may be used again
+        raise
+    if response.status >= 500 or not isinstance(response, web.Response):  # noqa: PLR2004
+        await redis.delete(slot)
+        return response
+    body = response.body if isinstance(response.body, bytes) else b""
+    record = {"fingerprint": fingerprint, "status": response.status, "body": body.decode()}
+    await redis.set(slot, orjson.dumps(record), ex=IDEMPOTENCY_TTL_S)
+    return response
+
+
+async def _rendered(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors are answers too: render them here so that they are replayed like successes."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        rt = request.app[RUNTIME]
+        return errors.render(exc, rt.catalog, request.headers.get("Accept-Language"))
+
+
+@web.middleware
+async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[RUNTIME].metrics.request_seconds.labels(
+            request.method, route, str(status)).observe(time.perf_counter() - started)

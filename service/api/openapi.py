@@ -1,0 +1,125 @@
+"""The OpenAPI 3 document, built from the routes the application really has.
+
+Every `/v1` route must have an entry in OPERATIONS: a route without one fails the build of
+the document (and its test), so the document cannot silently fall behind the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+VERIFICATION = {"$ref": "#/components/schemas/Verification"}
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, ok: int, ok_schema: dict[str, Any], errors: dict[int, str],
+        body: dict[str, Any] | None = None, *, auth: bool = True) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(ok): {"description": "success", **_json(ok_schema)}}
+    for status, text in errors.items():
+        responses[str(status)] = {"description": text, **_json(ERROR)}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {"required": True, **_json(body)}
+    if not auth:
+        operation["security"] = []
+    return operation
+
+
+SUBJECT = {
+    "type": "object",
+    "required": ["name", "birth", "gender_digit", "phone", "carrier"],
+    "properties": {
+        "name": {"type": "string"}, "birth": {"type": "string", "example": "19900101"},
+        "gender_digit": {"type": "string", "example": "1"},
+        "phone": {"type": "string", "example": "010-1234-5678"},
+        "carrier": {"type": "string", "enum": ["SKT", "KT", "LGT"]}, "is_mvno": {"type": "boolean"},
+    },
+}
+START = {
+    "type": "object", "required": ["channel", "subject"],
+    "properties": {
+        "channel": {"type": "string", "enum": ["sms"]}, "tx_id": {"type": "string"},
+        "subject": SUBJECT, "service_name": {"type": "string"},
+        "callback_url": {"type": "string", "format": "uri"},
+    },
+}
+CODE = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}}
+TOKEN = {"type": "object", "required": ["key_token"], "properties": {"key_token": {"type": "string"}}}
+RESULT = {"type": "object", "properties": {"result": {"type": "object", "properties": {
+    name: {"type": "string"} for name in
+    ("name", "birth", "gender_digit", "phone", "carrier", "channel", "verified_at")}}}}
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/verifications"): _op(
+        "Start a verification", 201, VERIFICATION,
+        {400: "3001 invalid request", 401: "4101 bad API key", 409: "4007 tx_id in use",
+         422: "2910/4016 refused by the carrier"}, START),
+    ("GET", "/v1/verifications/{id}"): _op(
+        "Read a verification", 200, VERIFICATION, {404: "4001 unknown"}),
+    ("POST", "/v1/verifications/{id}/confirm"): _op(
+        "Submit the code the user received", 200, VERIFICATION,
+        {404: "4018 unknown, expired or canceled", 409: "4018 verified / 4150 completed",
+         422: "4013 wrong code, 4022/4023 carrier add-on pending", 429: "4301 too many attempts"}, CODE),
+    ("POST", "/v1/verifications/{id}/resend"): _op(
+        "Send a new code (replaces the old one)", 200, VERIFICATION,
+        {404: "4003 unknown", 409: "4150 no longer pending", 429: "4302 too many resends"}),
+    ("POST", "/v1/verifications/{id}/cancel"): _op(
+        "Cancel a verification", 200, VERIFICATION, {404: "4001 unknown", 409: "4150 already terminal"}),
+    ("POST", "/v1/results"): _op(
+        "Redeem a key token once for the verified person's data", 200, RESULT,
+        {409: "4000 unknown, used or expired token"}, TOKEN),
+    ("GET", "/v1/catalog"): _op(
+        "The code catalog", 200, {"type": "object"}, {}, auth=False),
+}
+
+SCHEMAS = {
+    "Verification": {"type": "object", "properties": {
+        "id": {"type": "string"}, "channel": {"type": "string"}, "tx_id": {"type": ["string", "null"]},
+        "status": {"type": "string",
+                   "enum": ["pending", "verified", "completed", "failed", "expired", "canceled"]},
+        "state": {"type": "string"}, "last_code": {"type": ["string", "null"]},
+        "last_detail_code": {"type": ["string", "null"]},
+        "attempts_left": {"type": ["integer", "null"]}, "resends_left": {"type": ["integer", "null"]},
+        "fallback": {"type": "array", "items": {"type": "string"}},
+        "key_token": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+    "Error": {"type": "object", "properties": {
+        "error": {"type": "object", "properties": {
+            "code": {"type": "string"}, "detail_code": {"type": ["string", "null"]},
+            "message": {"type": "string"}, "description": {"type": "string"},
+            "retryable": {"type": "boolean"}}},
+        "verification": VERIFICATION}},
+}
+
+
+def v1_routes(app: web.Application) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.canonical if route.resource is not None else ""
+        if info.startswith("/v1") and route.method != "HEAD":
+            found.add((route.method, info))
+    return found
+
+
+def openapi_document(app: web.Application) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in sorted(v1_routes(app)):
+        paths.setdefault(path, {})[method.lower()] = OPERATIONS[(method, path)]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "veriflow", "version": "1.0.0",
+                 "description": "Phone identity verification: start, confirm, redeem."},
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+    }

@@ -1,0 +1,123 @@
+"""Request bodies, checked field by field; every failure names the field (400 3001)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import urlsplit
+
+from machines.vocabulary import Channel
+from service.api.errors import invalid
+from service.outbox import is_private_address
+from service.providers.ports import Subscriber
+
+PHONE = re.compile(r"^01[016789]\d{7,8}$")
+CARRIERS = {"SKT", "KT", "LGT", "LGU+"}
+MAX_TEXT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    channel: Channel
+    subject: Subscriber
+    tx_id: str | None
+    service_name: str | None
+    callback_url: str | None
+
+
+def object_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    return body
+
+
+def text(body: dict[str, Any], name: str, *, required: bool = True, limit: int = MAX_TEXT) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise invalid(f"{name} must be a non-empty string of at most {limit} characters")
+    return value.strip()
+
+
+def phone_digits(value: Any, name: str = "subject.phone") -> str:
+    number = "".join(ch for ch in value if ch != "-") if isinstance(value, str) else ""
+    if not PHONE.match(number):
+        raise invalid(f"{name} must be a Korean mobile number such as 010-1234-5678")
+    return number
+
+
+def birth_date(value: Any) -> str:
+    raw = "".join(ch for ch in value if ch.isdigit()) if isinstance(value, str) else ""
+    try:
+        born = date(int(raw[:4]), int(raw[4:6]), int(raw[6:8])) if len(raw) == 8 else None  # noqa: PLR2004
+    except ValueError:
+        born = None
+    if born is None or born > date.today() or born.year < 1900:  # noqa: PLR2004, DTZ011
+        raise invalid("subject.birth must be a date YYYYMMDD")
+    return raw
+
+
+def subject(body: dict[str, Any]) -> Subscriber:
+    raw = body.get("subject")
+    if not isinstance(raw, dict):
+        raise invalid("subject must be an object with name, birth, gender_digit, phone, carrier")
+    gender = raw.get("gender_digit")
+    if not (isinstance(gender, str | int) and str(gender) in set("12345678")):
+        raise invalid("subject.gender_digit must be the 7th digit of the resident number, 1 to 8")
+    carrier = raw.get("carrier")
+    if not isinstance(carrier, str) or carrier.upper() not in CARRIERS:
+        raise invalid("subject.carrier must be SKT, KT or LGT")
+    is_mvno = raw.get("is_mvno", False)
+    if not isinstance(is_mvno, bool):
+        raise invalid("subject.is_mvno must be true or false")
+    name = text(raw, "name")
+    assert name is not None  # noqa: S101 - required above
+    return Subscriber(
+        name=name,
+        birth=birth_date(raw.get("birth")),
+        gender_digit=str(gender),
+        phone=phone_digits(raw.get("phone")),
+        carrier=carrier.upper().replace("LGU+", "LGT"),
+        is_mvno=is_mvno,
+    )
+
+
+def callback_url(body: dict[str, Any], *, allow_private: bool) -> str | None:
+    url = text(body, "callback_url", required=False, limit=2048)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise invalid("callback_url must be an http(s) URL")
+    if not allow_private and is_private_address(parts.hostname):
+        raise invalid("callback_url must not name a loopback, private or link-local address")
+    return url
+
+
+def start_request(raw: Any, *, available: set[Channel], allow_private: bool) -> StartRequest:
+    body = object_body(raw)
+    try:
+        channel = Channel(str(body.get("channel")))
+    except ValueError:
+        raise invalid("channel must be one of sms, ars, pass, motp") from None
+    if channel not in available:
+        raise invalid(f"channel {channel} is not available on this service")
+    return StartRequest(
+        channel=channel,
+        subject=subject(body),
+        tx_id=text(body, "tx_id", required=False),
+        service_name=text(body, "service_name", required=False, limit=40),
+        callback_url=callback_url(body, allow_private=allow_private),
+    )
+
+
+def code(body: dict[str, Any]) -> str:
+    value = body.get("code")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.isdigit() or not 4 <= len(value) <= 10:  # noqa: PLR2004
+        raise invalid("code must be the digits the user received")
+    return value

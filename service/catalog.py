@@ -1,0 +1,89 @@
+"""The code catalog (`config/catalog.yaml`): every code's messages, HTTP status and retryability."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.settings import CONFIG_DIR
+
+LOCALES = ("ko", "en")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    code: str
+    http_status: int
+    retryable: bool
+    channels: tuple[str, ...]
+    messages: Mapping[str, str]
+    description: str
+    detail_codes: Mapping[str, str]
+    service_defined: bool
+    raw: Mapping[str, Any]
+
+
+class Catalog:
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self._by_code: dict[str, Entry] = {}
+        for entry in entries:  # a code listed twice (2910) answers with its first row
+            self._by_code.setdefault(entry.code, entry)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Catalog:
+        data = yaml.safe_load((path or CONFIG_DIR / "catalog.yaml").read_text(encoding="utf-8"))
+        return cls([
+            Entry(
+                code=str(item["code"]),
+                http_status=int(item["http_status"]),
+                retryable=bool(item["retryable"]),
+                channels=tuple(item["channels"]),
+                messages=item["messages"],
+                description=item["description"],
+                detail_codes={str(k): v for k, v in (item.get("detail_codes") or {}).items()},
+                service_defined=bool(item.get("service_defined", False)),
+                raw=item,
+            )
+            for item in data["codes"]
+        ])
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def get(self, code: str) -> Entry:
+        return self._by_code[code]
+
+    def codes_of(self, channel: str) -> set[str]:
+        return {e.code for e in self.entries if channel in e.channels}
+
+    def as_json(self) -> dict[str, Any]:
+        """The catalog as `GET /v1/catalog` serves it (contract section 1)."""
+        return {
+            "codes": [
+                {
+                    "code": e.code,
+                    "http_status": e.http_status,
+                    "retryable": e.retryable,
+                    "channels": list(e.channels),
+                    "messages": dict(e.messages),
+                    "description": e.description,
+                    "detail_codes": dict(e.detail_codes),
+                    "service_defined": e.service_defined,
+                }
+                for e in self.entries
+            ],
+        }
+
+
+def pick_locale(accept_language: str | None) -> str:
+    """The first supported language the client names; Korean by default."""
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()[:2]
+        if tag in LOCALES:
+            return tag
+    return "ko"

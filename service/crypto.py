@@ -1,0 +1,76 @@
+"""The service's own secrets: keyed code hashes, sealed values, derived key tokens.
+
+One secret key (VERIFLOW_SECRET_KEY) is stretched into a sub-key per purpose, so a leak of
+one kind of value does not expose another. Codes are never stored: only their keyed hash, and
+a sealed (AES-GCM) copy in the outbox entry that delivers them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+NONCE_BYTES = 12
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SealError(ValueError):
+    """A sealed value that was tampered with, or sealed under another key or context."""
+
+
+class Secrets:
+    def __init__(self, secret_key: bytes) -> None:
+        self._otp_key = self._derive(secret_key, b"otp-hash")
+        self._token_key = self._derive(secret_key, b"key-token")
+        self._aead = AESGCM(self._derive(secret_key, b"seal"))
+
+    @staticmethod
+    def _derive(secret_key: bytes, purpose: bytes) -> bytes:
+        return hmac.new(secret_key, b"veriflow/" + purpose, hashlib.sha256).digest()
+
+    def code_hash(self, verification_id: str, generation: int, code: str) -> str:
+        """The keyed hash of a one-time code, bound to its verification and generation."""
+        message = f"{verification_id}|{generation}|{code}".encode()
+        return hmac.new(self._otp_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def key_token(self, verification_id: str, verified_at_ms: int) -> str:
+        """The result token of a verified verification, derived rather than stored."""
+        message = f"{verification_id}|{verified_at_ms}".encode()
+        mac = hmac.new(self._token_key, message, hashlib.sha256).digest()[:18]
+        return f"{verification_id}.{_b64(mac)}"
+
+    def key_token_matches(self, token: str, verification_id: str, verified_at_ms: int) -> bool:
+        return hmac.compare_digest(token.encode(), self.key_token(verification_id, verified_at_ms).encode())
+
+    def seal(self, plaintext: bytes, context: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        return _b64(nonce + self._aead.encrypt(nonce, plaintext, context.encode()))
+
+    def unseal(self, sealed: str, context: str) -> bytes:
+        try:
+            raw = _unb64(sealed)
+            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise SealError(context) from exc
+
+
+def new_code(length: int) -> str:
+    return f"{secrets.randbelow(10**length):0{length}d}"
+
+
+def token_id(token: str) -> str:
+    """The verification id a key token names (its part before the dot)."""
+    return token.partition(".")[0]

@@ -1,0 +1,72 @@
+"""Every Redis key the service uses, in one place.
+
+Keys of one verification, its shard's timer set and its shard's outbox share a hash tag
+(`vf:{S}:…`), so every commit touches one slot and runs unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import zlib
+
+ID_PATTERN = re.compile(r"^[0-9a-f]{28}$")
+SERVICE_KEY = "vf:{secret}:service-key"
+
+
+def digest(text: str) -> str:
+    """A short stable digest for client-chosen names inside keys (bounded length, no `{}`)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Keys:
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+
+    def shard_of(self, text: str) -> int:
+        return zlib.crc32(text.encode()) % self.shards
+
+    def new_id(self, shard: int) -> str:
+        """A verification id: its shard in 4 hex digits, then 96 random bits."""
+        return f"{shard:04x}{secrets.token_hex(12)}"
+
+    def shard_of_id(self, verification_id: str) -> int | None:
+        """The shard an id names, or None for a malformed or foreign id."""
+        if not ID_PATTERN.match(verification_id):
+            return None
+        shard = int(verification_id[:4], 16)
+        return shard if shard < self.shards else None
+
+    def record(self, verification_id: str) -> str:
+        shard = int(verification_id[:4], 16)
+        return f"vf:{{{shard}}}:v:{verification_id}"
+
+    def timers(self, shard: int) -> str:
+        return f"vf:{{{shard}}}:timers"
+
+    def outbox(self, shard: int) -> str:
+        return f"vf:{{{shard}}}:outbox"
+
+    def tx_claim(self, shard: int, client_id: str, tx_id: str) -> str:
+        return f"vf:{{{shard}}}:tx:{digest(client_id + chr(0) + tx_id)}"
+
+    def idempotency(self, client_id: str, key: str) -> str:
+        tag = digest(client_id + chr(0) + key)
+        return f"vf:{{idem:{tag}}}:response"
+
+    def all_timers(self) -> list[str]:
+        return [self.timers(shard) for shard in range(self.shards)]
+
+    def all_outboxes(self) -> list[str]:
+        return [self.outbox(shard) for shard in range(self.shards)]
+
+
+def timer_member(verification_id: str, kind: str, due_ms: int) -> str:
+    """Timers are named by their deadline: re-arming makes a new member, never reuses one."""
+    return f"{verification_id}|{kind}|{due_ms}"
+
+
+def parse_timer_member(member: str) -> tuple[str, str, int]:
+    verification_id, kind, due = member.split("|")
+    return verification_id, kind, int(due)

@@ -1,0 +1,47 @@
+"""Prometheus metrics; every name starts with `veriflow_`. One registry per running service."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.outcomes = Counter(
+            "veriflow_outcomes", "Verifications reaching verified or a terminal status, by code.",
+            ["channel", "status", "code"], registry=self.registry,
+        )
+        self.replies = Counter(
+            "veriflow_replies", "Error replies given to API calls, by catalog code.",
+            ["channel", "code"], registry=self.registry,
+        )
+        self.started = Counter(
+            "veriflow_started", "Verifications started.", ["channel"], registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "veriflow_http_request_seconds", "API latency by route.", ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.commit_conflicts = Counter(
+            "veriflow_commit_conflicts", "Commits retried because another writer won the version.",
+            registry=self.registry,
+        )
+        self.live = Gauge(
+            "veriflow_live_verifications", "Verifications pending or verified (armed timers).",
+            registry=self.registry,
+        )
+        self.timer_lag_seconds = Histogram(
+            "veriflow_timer_lag_seconds", "How late timers fire after their deadline.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=self.registry,
+        )
+        self.effects = Counter(
+            "veriflow_effects", "Outbox effects performed, by kind and result.", ["kind", "result"],
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "veriflow_outbox_pending", "Outbox entries delivered but not yet acknowledged.",
+            registry=self.registry,
+        )

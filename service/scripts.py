@@ -1,0 +1,72 @@
+"""The Lua scripts. Each validates everything before its first write (Lua has no rollback)
+and names every key in KEYS (one slot, so Redis Cluster accepts it).
+"""
+
+# Commit one decision: compare-and-set on the record's version, with its timers, outbox
+# entries and unique claims (tx_id, webhook event ids) in the same atomic step.
+#
+# KEYS: 1 record hash, 2 timer set, 3 outbox stream, 4.. claim/release keys
+# ARGV: expected version ("0": the record must not exist), new version, record ttl ms,
+#       then counted groups: n (field value)*, n field*, n (score member)*, n member*,
+#       n payload*, n (key-index value ttl-ms)*, n key-index*
+# Returns {"ok"} | {"version", current} | {"taken", key-index}
+COMMIT = """
+local current = redis.call('HGET', KEYS[1], 'version') or '0'
+if current ~= ARGV[1] then return {'version', current} end
+
+local i = 4
+local function group(width)
+  local n = tonumber(ARGV[i])
+  local first = i + 1
+  i = i + 1 + n * width
+  return first, n
+end
+local set_at, n_set = group(2)
+local del_at, n_del = group(1)
+local zadd_at, n_zadd = group(2)
+local zrem_at, n_zrem = group(1)
+local xadd_at, n_xadd = group(1)
+local claim_at, n_claim = group(3)
+local release_at, n_release = group(1)
+
+for c = 0, n_claim - 1 do
+  local at = claim_at + c * 3
+  local key = KEYS[tonumber(ARGV[at])]
+  local held = redis.call('GET', key)
+  if held and held ~= ARGV[at + 1] then return {'taken', ARGV[at]} end
+end
+
+local fields = {'version', ARGV[2]}
+for f = 0, n_set - 1 do
+  fields[#fields + 1] = ARGV[set_at + f * 2]
+  fields[#fields + 1] = ARGV[set_at + f * 2 + 1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if n_del > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, del_at, del_at + n_del - 1)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if n_zadd > 0 then redis.call('ZADD', KEYS[2], unpack(ARGV, zadd_at, zadd_at + n_zadd * 2 - 1)) end
+if n_zrem > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, zrem_at, zrem_at + n_zrem - 1)) end
+for x = 0, n_xadd - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[xadd_at + x]) end
+for c = 0, n_claim - 1 do
+  local at = claim_at + c * 3
+  redis.call('SET', KEYS[tonumber(ARGV[at])], ARGV[at + 1], 'PX', ARGV[at + 2])
+end
+for r = 0, n_release - 1 do redis.call('DEL', KEYS[tonumber(ARGV[release_at + r])]) end
+return {'ok'}
+"""
+
+# Claim due timers: push each one's score to now + lease before handing it out, so a worker
+# that dies holding it lets the timer come due again (at-least-once; firing is idempotent).
+# KEYS: 1 timer set. ARGV: now ms, lease ms, batch size. Returns the claimed members.
+CLAIM_TIMERS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #due == 0 then return due end
+local lease_until = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local args = {}
+for _, member in ipairs(due) do
+  args[#args + 1] = lease_until
+  args[#args + 1] = member
+end
+redis.call('ZADD', KEYS[1], 'XX', unpack(args))
+return due
+"""

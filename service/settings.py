@@ -1,0 +1,213 @@
+"""Configuration: `config/defaults.yaml`, merged with the YAML file named by VERIFLOW_CONFIG,
+then the VERIFLOW_* variables. Validated once at start-up; a bad value stops the service
+with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from machines.record import Policy
+from machines.vocabulary import Channel
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEV_CLIENT = ("dev", "dev-key-change-me")
+DEV_PROVIDER_SECRET = "dev-provider-secret-change-me"  # noqa: S105 - announced with a warning
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSettings:
+    session_ttl_s: int
+    max_verify_attempts: int
+    max_resends: int
+    code_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    raw: Mapping[str, Any]
+    redis_url: str | None
+    api_keys: Mapping[str, str]  # client id -> api key
+    api_keys_from_env: bool
+    provider_secret: str
+    provider_secret_from_env: bool
+    secret_key: str | None
+    result_ttl_s: int
+    record_ttl_s: int
+    allow_private_callbacks: bool
+    callback_timeout_s: float
+    callback_max_attempts: int
+    sms: SmsSettings
+    shards: int
+    timer_poll_ms: int
+    timer_lease_ms: int
+    timer_batch: int
+    outbox_block_ms: int
+    outbox_batch: int
+    outbox_concurrency: int
+    outbox_retry_idle_ms: int
+    simulator_url: str | None
+    provider_timeout_s: float
+    host: str
+    port: int
+
+    def policy(self, channel: Channel) -> Policy:
+        if channel is Channel.SMS:
+            return Policy(
+                session_ttl_s=self.sms.session_ttl_s,
+                result_ttl_s=self.result_ttl_s,
+                max_verify_attempts=self.sms.max_verify_attempts,
+                max_resends=self.sms.max_resends,
+            )
+        msg = f"channel {channel} is not available"
+        raise ConfigError(msg)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        msg = f"cannot read configuration file {path}: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"configuration file {path} must hold a mapping at the top level"
+        raise ConfigError(msg)
+    return data
+
+
+def _get(raw: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            msg = f"configuration key {dotted} is missing"
+            raise ConfigError(msg)
+        node = node[part]
+    return node
+
+
+def _int(raw: Mapping[str, Any], dotted: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    value = _get(raw, dotted)
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"configuration key {dotted} must be a whole number, got {value!r}"
+        raise ConfigError(msg)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        msg = f"configuration key {dotted} must be {bound}, got {value}"
+        raise ConfigError(msg)
+    return value
+
+
+def _number(raw: Mapping[str, Any], dotted: str) -> float:
+    value = _get(raw, dotted)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        msg = f"configuration key {dotted} must be a positive number, got {value!r}"
+        raise ConfigError(msg)
+    return float(value)
+
+
+def _bool(raw: Mapping[str, Any], dotted: str) -> bool:
+    value = _get(raw, dotted)
+    if not isinstance(value, bool):
+        msg = f"configuration key {dotted} must be true or false, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _optional_str(raw: Mapping[str, Any], dotted: str) -> str | None:
+    value = _get(raw, dotted)
+    if value is not None and not isinstance(value, str):
+        msg = f"configuration key {dotted} must be text, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """`client_id:api_key[,client_id:api_key…]`, as VERIFLOW_API_KEYS carries it."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        client_id, sep, key = item.partition(":")
+        if not sep or not client_id or len(key) < 8:  # noqa: PLR2004 - short keys are guessable
+            msg = "VERIFLOW_API_KEYS must be client_id:api_key pairs with keys of 8+ characters"
+            raise ConfigError(msg)
+        if client_id in keys or key in keys.values():
+            msg = f"VERIFLOW_API_KEYS names client {client_id!r} or its key twice"
+            raise ConfigError(msg)
+        keys[client_id] = key
+    if not keys:
+        msg = "VERIFLOW_API_KEYS is set but names no client"
+        raise ConfigError(msg)
+    return keys
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the files and the environment (injectable for tests)."""
+    env = os.environ if env is None else env
+    raw = _read_yaml(CONFIG_DIR / "defaults.yaml")
+    if env.get("VERIFLOW_CONFIG"):
+        raw = deep_merge(raw, _read_yaml(Path(env["VERIFLOW_CONFIG"])))
+
+    redis_url = env.get("VERIFLOW_REDIS_URL") or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        msg = "VERIFLOW_REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://"
+        raise ConfigError(msg)
+    keys_text = env.get("VERIFLOW_API_KEYS")
+    provider_secret = env.get("VERIFLOW_PROVIDER_SECRET")
+    return Settings(
+        raw=raw,
+        redis_url=redis_url,
+        api_keys=parse_api_keys(keys_text) if keys_text else dict([DEV_CLIENT]),
+        api_keys_from_env=bool(keys_text),
+        provider_secret=provider_secret or DEV_PROVIDER_SECRET,
+        provider_secret_from_env=bool(provider_secret),
+        secret_key=env.get("VERIFLOW_SECRET_KEY") or None,
+        result_ttl_s=_int(raw, "result_ttl_s"),
+        record_ttl_s=_int(raw, "record_ttl_s"),
+        allow_private_callbacks=_bool(raw, "callbacks.allow_private_networks"),
+        callback_timeout_s=_number(raw, "callbacks.timeout_s"),
+        callback_max_attempts=_int(raw, "callbacks.max_attempts"),
+        sms=SmsSettings(
+            session_ttl_s=_int(raw, "channels.sms.session_ttl_s"),
+            max_verify_attempts=_int(raw, "channels.sms.max_verify_attempts"),
+            max_resends=_int(raw, "channels.sms.max_resends", minimum=0),
+            code_length=_int(raw, "channels.sms.code_length", minimum=4, maximum=10),
+        ),
+        shards=_int(raw, "shards", maximum=16384),
+        timer_poll_ms=_int(raw, "timers.poll_interval_ms"),
+        timer_lease_ms=_int(raw, "timers.lease_ms", minimum=100),
+        timer_batch=_int(raw, "timers.batch"),
+        outbox_block_ms=_int(raw, "outbox.block_ms"),
+        outbox_batch=_int(raw, "outbox.batch"),
+        outbox_concurrency=_int(raw, "outbox.concurrency"),
+        outbox_retry_idle_ms=_int(raw, "outbox.retry_idle_ms", minimum=10),
+        simulator_url=env.get("VERIFLOW_SIMULATOR_URL") or _optional_str(raw, "providers.simulator_url"),
+        provider_timeout_s=_number(raw, "providers.timeout_s"),
+        host=str(_get(raw, "server.host")),
+        port=_int(raw, "server.port", maximum=65535),
+    )
+
+
+def with_port(settings: Settings, port: int) -> Settings:
+    """The settings of a server told its port on the command line (the simulator URL follows)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(settings, port=port)

@@ -1,0 +1,91 @@
+"""The provider simulator, mounted under `/sim`: carriers and an SMS gateway that run offline.
+
+The service reaches it over HTTP through `providers.simulator.SimulatorProvider`, exactly as
+it would reach a real upstream. Magic phone numbers (contract section 5) produce each
+upstream outcome where the real one would happen; any other number is a healthy subscriber.
+State lives in this process's memory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from aiohttp import web
+
+from machines.vocabulary import Code
+from service.catalog import Catalog
+
+SUBSCRIBER_REFUSALS = {"sms": {Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}}
+ADDON_REFUSALS = {Code.KT_CORPORATE_LINK_PENDING, Code.SKT_ADDON_PENDING}
+INBOX_LIMIT = 50
+CODE_IN_TEXT = re.compile(r"\[(\d{4,10})\]")
+
+
+def digits(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())
+
+
+def magic_outcome(phone: str, allowed: set[str], catalog: Catalog) -> tuple[str, str | None] | None:
+    """The outcome a magic number asks for, among the codes `allowed` at this point.
+
+    The last 8 digits may be a code followed by one of its detail codes (01067016030 ->
+    6701/6030); otherwise the last 4 digits may be a code (01000004611 -> 4611).
+    """
+    number = digits(phone)
+    code, detail = number[-8:-4], number[-4:]
+    if code in allowed and code in catalog and detail in catalog.get(code).detail_codes:
+        return code, detail
+    if number[-4:] in allowed:
+        return number[-4:], None
+    return None
+
+
+class Simulator:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.inbox: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=INBOX_LIMIT))
+        self.delivered: set[str] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/sms", self.read_inbox)
+        app.router.add_post("/provider/subscriber", self.check_subscriber)
+        app.router.add_post("/provider/addons", self.check_addons)
+        app.router.add_post("/provider/sms", self.deliver_sms)
+        return app
+
+    @staticmethod
+    def _answer(outcome: tuple[str, str | None] | None) -> web.Response:
+        code, detail = outcome or (None, None)
+        return web.json_response({"code": code, "detail_code": detail})
+
+    async def check_subscriber(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        allowed = {str(c) for c in SUBSCRIBER_REFUSALS.get(str(body.get("channel")), set())}
+        return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
+
+    async def check_addons(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        allowed = {str(c) for c in ADDON_REFUSALS}
+        return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
+
+    async def deliver_sms(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        reference = str(body["reference"])
+        if reference not in self.delivered:  # the gateway is idempotent on the reference
+            self.delivered.add(reference)
+            text = str(body["text"])
+            found = CODE_IN_TEXT.search(text)
+            self.inbox[digits(str(body["phone"]))].append({
+                "text": text,
+                "code": found.group(1) if found else None,
+                "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
+        return web.json_response({"code": None, "reference": reference})
+
+    async def read_inbox(self, request: web.Request) -> web.Response:
+        phone = digits(request.query.get("phone", ""))
+        return web.json_response({"messages": list(self.inbox.get(phone, ()))})

@@ -1,0 +1,146 @@
+"""The Redis store: load a record, commit a decision atomically, claim due timers.
+
+With no VERIFLOW_REDIS_URL the service runs on an embedded in-memory Redis (fakeredis, with
+Lua), so it works on a machine with no Redis installed; its state does not survive a restart.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from machines.record import Verification, from_fields
+from service import scripts
+from service.keys import Keys
+
+Redis = aioredis.Redis | RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    description: str
+    durable: bool
+
+
+def connect(url: str | None) -> tuple[Any, StoreInfo]:
+    """A client for `url`, or the embedded store when there is none."""
+    if url is None:
+        import fakeredis  # noqa: PLC0415 - only the embedded store needs it
+
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        return client, StoreInfo("embedded in-memory store (no Redis configured)", durable=False)
+    if url.startswith("redis+cluster://"):
+        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+        return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
+    return aioredis.Redis.from_url(url), StoreInfo(f"Redis at {redact(url)}", durable=True)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return scheme + sep + rest
+
+
+class CommitStatus(enum.Enum):
+    OK = "ok"
+    CONFLICT = "version"  # somebody else committed first: reload and decide again
+    TAKEN = "taken"  # a unique claim (tx_id, event id) is held by another verification
+
+
+@dataclass(slots=True)
+class CommitOps:
+    """Everything one decision writes, in one script call."""
+
+    record_key: str
+    timers_key: str
+    outbox_key: str
+    expected_version: int
+    new_version: int
+    ttl_ms: int
+    fields: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    timers_add: list[tuple[int, str]] = field(default_factory=list)
+    timers_remove: list[str] = field(default_factory=list)
+    outbox: list[bytes] = field(default_factory=list)
+    claims: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, ttl ms
+    releases: list[str] = field(default_factory=list)
+
+    def script_args(self) -> tuple[list[str], list[Any]]:
+        keys = [self.record_key, self.timers_key, self.outbox_key]
+        args: list[Any] = [self.expected_version, self.new_version, max(self.ttl_ms, 1)]
+        args.append(len(self.fields))
+        for name, value in self.fields.items():
+            args += [name, value]
+        args += [len(self.deleted), *self.deleted]
+        args.append(len(self.timers_add))
+        for score, member in self.timers_add:
+            args += [score, member]
+        args += [len(self.timers_remove), *self.timers_remove]
+        args += [len(self.outbox), *self.outbox]
+        args.append(len(self.claims))
+        for key, value, ttl_ms in self.claims:
+            keys.append(key)
+            args += [len(keys), value, ttl_ms]
+        index_of_release = []
+        for key in self.releases:
+            keys.append(key)
+            index_of_release.append(len(keys))
+        args += [len(index_of_release), *index_of_release]
+        return keys, args
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    status: CommitStatus
+    detail: str | None = None  # the current version, or the key that is taken
+
+
+class Store:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._commit = client.register_script(scripts.COMMIT)
+        self._claim = client.register_script(scripts.CLAIM_TIMERS)
+
+    async def load(self, verification_id: str) -> Verification | None:
+        raw = await self.redis.hgetall(self.keys.record(verification_id))
+        return from_fields(raw) if raw else None
+
+    async def commit(self, ops: CommitOps) -> CommitResult:
+        keys, args = ops.script_args()
+        reply = await self._commit(keys=keys, args=args)
+        status = CommitStatus(_text(reply[0]))
+        if status is CommitStatus.TAKEN:
+            return CommitResult(status, keys[int(_text(reply[1])) - 1])
+        return CommitResult(status, _text(reply[1]) if len(reply) > 1 else None)
+
+    async def claim_due_timers(self, shard: int, now_ms: int, lease_ms: int, batch: int) -> list[str]:
+        members = await self._claim(keys=[self.keys.timers(shard)], args=[now_ms, lease_ms, batch])
+        return [_text(m) for m in members]
+
+    async def drop_timer(self, shard: int, member: str) -> None:
+        await self.redis.zrem(self.keys.timers(shard), member)
+
+    async def count_timers(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all_timers():
+            pipe.zcard(key)
+        return sum(await pipe.execute())
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def shard_keys(keys: Keys, shards: Sequence[int]) -> list[str]:
+    return [keys.outbox(s) for s in shards]

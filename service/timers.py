@@ -1,0 +1,80 @@
+"""The timer worker: fires due timers from each shard's sorted set through the engine.
+
+A claim pushes the timer's score forward by a lease (see scripts.CLAIM_TIMERS); firing
+commits the machine's `expire` with the timer's removal in the same step. A worker that dies
+between the two leaves the timer to come due again after the lease: at-least-once, and a
+second firing finds the deadline already handled and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from machines.events import TimerFired
+from machines.record import Verification
+from machines.vocabulary import TimerKind
+from service.clock import Clock
+from service.engine import Engine, UnknownVerificationError
+from service.keys import parse_timer_member
+from service.metrics import Metrics
+
+log = structlog.get_logger("veriflow.timers")
+
+
+class TimerWorker:
+    def __init__(self, engine: Engine, clock: Clock, metrics: Metrics) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.settings = engine.settings
+        self.clock = clock
+        self.metrics = metrics
+        self.fired = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        poll_s = self.settings.timer_poll_ms / 1000
+        while not stop.is_set():
+            try:
+                fired = await self.run_once()
+            except Exception:
+                log.exception("timers.loop_error")
+                fired = 0
+            if fired == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_s)
+
+    async def run_once(self) -> int:
+        """Claim and fire what is due on every shard; returns how many timers fired."""
+        now = self.clock.now_ms()
+        fired = 0
+        for shard in range(self.engine.keys.shards):
+            members = await self.store.claim_due_timers(
+                shard, now, self.settings.timer_lease_ms, self.settings.timer_batch,
+            )
+            await asyncio.gather(*(self.fire(shard, member) for member in members))
+            fired += len(members)
+        return fired
+
+    async def fire(self, shard: int, member: str) -> None:
+        verification_id, kind, due_ms = parse_timer_member(member)
+        structlog.contextvars.bind_contextvars(verification_id=verification_id)
+        try:
+            now = self.clock.now_ms()
+            self.metrics.timer_lag_seconds.observe(max(now - due_ms, 0) / 1000)
+
+            async def event(_: Verification) -> TimerFired:
+                return TimerFired(self.clock.now_ms(), TimerKind(kind))
+
+            try:
+                decision = await self.engine.apply(verification_id, event, fired_timer=member)
+            except UnknownVerificationError:
+                decision = None
+            if decision is None or not decision.changed:
+                await self.store.drop_timer(shard, member)  # nothing left to do for this timer
+            self.fired += 1
+        except Exception:
+            log.exception("timers.fire_failed", timer_kind=kind)  # retried after the lease
+        finally:
+            structlog.contextvars.unbind_contextvars("verification_id")
