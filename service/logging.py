@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -36,7 +36,8 @@ def mask_personal_data(_: Any, __: str, event: MutableMapping[str, Any]) -> Muta
     return event
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines to stdout (or `stream`, for tests, which then must not be cached)."""
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
     structlog.configure(
         processors=[
@@ -48,6 +49,6 @@ def configure(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=stream is None,
     )

@@ -44,6 +44,7 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
         client_max_size=64 * 1024,
     )
     app[RUNTIME] = rt
+    rt.extras["app"] = app
     rt.extras["clients"] = middleware.client_table(dict(rt.settings.api_keys))
     app.router.add_routes(routes)
     app.router.add_get("/healthz", healthz)
