@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from typing import Any
 
 from aiohttp import web
 
 from machines.vocabulary import Code
 from service.catalog import Catalog
+from service.jsonio import json_response
 
 SUBSCRIBER_REFUSALS = {"sms": {Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}}
 ADDON_REFUSALS = {Code.KT_CORPORATE_LINK_PENDING, Code.SKT_ADDON_PENDING}
 INBOX_LIMIT = 50
+REMEMBERED_REFERENCES = 100_000  # enough to de-duplicate any retry, bounded memory
 CODE_IN_TEXT = re.compile(r"\[(\d{4,10})\]")
 
 
@@ -47,7 +49,7 @@ class Simulator:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.inbox: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=INBOX_LIMIT))
-        self.delivered: set[str] = set()
+        self.delivered: OrderedDict[str, None] = OrderedDict()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,7 +62,7 @@ class Simulator:
     @staticmethod
     def _answer(outcome: tuple[str, str | None] | None) -> web.Response:
         code, detail = outcome or (None, None)
-        return web.json_response({"code": code, "detail_code": detail})
+        return json_response({"code": code, "detail_code": detail})
 
     async def check_subscriber(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -76,7 +78,9 @@ class Simulator:
         body = await request.json()
         reference = str(body["reference"])
         if reference not in self.delivered:  # the gateway is idempotent on the reference
-            self.delivered.add(reference)
+            self.delivered[reference] = None
+            if len(self.delivered) > REMEMBERED_REFERENCES:
+                self.delivered.popitem(last=False)
             text = str(body["text"])
             found = CODE_IN_TEXT.search(text)
             self.inbox[digits(str(body["phone"]))].append({
@@ -84,8 +88,8 @@ class Simulator:
                 "code": found.group(1) if found else None,
                 "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             })
-        return web.json_response({"code": None, "reference": reference})
+        return json_response({"code": None, "reference": reference})
 
     async def read_inbox(self, request: web.Request) -> web.Response:
         phone = digits(request.query.get("phone", ""))
-        return web.json_response({"messages": list(self.inbox.get(phone, ()))})
+        return json_response({"messages": list(self.inbox.get(phone, ()))})

@@ -9,12 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api import middleware
 from service.api.openapi import openapi_document
 from service.api.routes import RUNTIME, routes
+from service.jsonio import json_response
 from service.runtime import Runtime
 from service.simulator import Simulator
 
 
 async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -22,7 +23,7 @@ async def readyz(request: web.Request) -> web.Response:
         ready = await request.app[RUNTIME].store.ping()
     except Exception:  # noqa: BLE001 - any store failure means not ready
         ready = False
-    return web.json_response({"status": "ready" if ready else "unavailable"}, status=200 if ready else 503)
+    return json_response({"status": "ready" if ready else "unavailable"}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.catalog import Catalog, pick_locale
+from service.jsonio import json_response
 
 
 class ApiError(Exception):
@@ -47,4 +48,4 @@ def render(error: ApiError, catalog: Catalog, accept_language: str | None) -> we
     }
     if error.verification is not None:
         body["verification"] = error.verification
-    return web.json_response(body, status=error.http_status or entry.http_status)
+    return json_response(body, status=error.http_status or entry.http_status)

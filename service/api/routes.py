@@ -21,6 +21,7 @@ from service.api import validation
 from service.api.errors import ApiError, invalid
 from service.crypto import new_code, token_id
 from service.engine import BusyError, Claim, ClaimTakenError, UnknownVerificationError
+from service.jsonio import json_response
 from service.providers.ports import ProviderError, Subscriber
 from service.runtime import Runtime
 from service.views import rfc3339, verification_view
@@ -50,13 +51,9 @@ def render(rt: Runtime, decision: Decision, success_status: int = 200) -> web.Re
     view = verification_view(decision.record, rt.secrets)
     reply = decision.reply
     if reply.ok:
-        return web.json_response(view, status=success_status, dumps=_dumps)
+        return json_response(view, status=success_status)
     raise ApiError(reply.code or Code.INTERNAL_ERROR, http_status=reply.http_status,
                    detail_code=reply.detail_code, verification=view)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def issue_code(rt: Runtime, verification_id: str, generation: int) -> IssuedCode:
@@ -135,7 +132,7 @@ async def get_verification(request: web.Request) -> web.Response:
         return Tick(rt.clock.now_ms())
 
     decision = await transition(request, tick, Code.UNKNOWN_VERIFICATION)
-    return web.json_response(verification_view(decision.record, rt.secrets), dumps=_dumps)
+    return json_response(verification_view(decision.record, rt.secrets))
 
 
 @routes.post("/v1/verifications/{id}/confirm")
@@ -199,9 +196,9 @@ async def redeem_result(request: web.Request) -> web.Response:
     person = subscriber_of(rt, decision.before)
     result = {**asdict(person), "channel": decision.record.channel.value,
               "verified_at": rfc3339(decision.record.verified_at)}
-    return web.json_response({"result": result}, dumps=_dumps)
+    return json_response({"result": result})
 
 
 @routes.get("/v1/catalog")
 async def catalog(request: web.Request) -> web.Response:
-    return web.json_response(runtime(request).catalog.as_json(), dumps=_dumps)
+    return json_response(runtime(request).catalog.as_json())
