@@ -305,6 +305,12 @@ class ChannelMachine:
         return sorted(self.machine.events)
 
     def decide(self, record: Verification, event: Event, policy: Policy) -> Decision:
+        if record.state not in self.statuses:
+            # Written by another definition (the record keeps its hash) whose states this one
+            # does not know: refuse loudly rather than misread it.
+            msg = (f"{self.channel}: state {record.state!r} of definition {record.definition!r} "
+                   f"is unknown to definition {self.version!r}")
+            raise UndefinedTransitionError(msg)
         flow = Flow(state=record.state, record=record, event=event, policy=policy)
         self._fire(flow, "expire")  # the clock catches up before anything else
         if not isinstance(event, (TimerFired, Tick)):

@@ -23,7 +23,7 @@ from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
 from service.clock import Clock
 from service.crypto import Secrets
-from service.keys import Keys, timer_member
+from service.keys import Keys, shard_in, timer_member
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import CommitOps, CommitStatus, Store
@@ -112,7 +112,7 @@ class Engine:
         after_versioned = _with_version(after, version)
         fields, deleted = changed_fields(None if before.version == 0 else before, after_versioned)
         fields.pop("version", None)  # the script writes the version itself
-        shard = int(after.id[:4], 16)
+        shard = shard_in(after.id)
         ops = CommitOps(
             record_key=self.keys.record(after.id),
             timers_key=self.keys.timers(shard),

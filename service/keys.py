@@ -35,12 +35,11 @@ class Keys:
         """The shard an id names, or None for a malformed or foreign id."""
         if not ID_PATTERN.match(verification_id):
             return None
-        shard = int(verification_id[:4], 16)
+        shard = shard_in(verification_id)
         return shard if shard < self.shards else None
 
     def record(self, verification_id: str) -> str:
-        shard = int(verification_id[:4], 16)
-        return f"vf:{{{shard}}}:v:{verification_id}"
+        return f"vf:{{{shard_in(verification_id)}}}:v:{verification_id}"
 
     def timers(self, shard: int) -> str:
         return f"vf:{{{shard}}}:timers"
@@ -60,6 +59,11 @@ class Keys:
 
     def all_outboxes(self) -> list[str]:
         return [self.outbox(shard) for shard in range(self.shards)]
+
+
+def shard_in(verification_id: str) -> int:
+    """The shard a well-formed id carries in its first four hex digits."""
+    return int(verification_id[:4], 16)
 
 
 def timer_member(verification_id: str, kind: str, due_ms: int) -> str:

@@ -7,7 +7,6 @@ Lua), so it works on a machine with no Redis installed; its state does not survi
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +139,3 @@ class Store:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def shard_keys(keys: Keys, shards: Sequence[int]) -> list[str]:
-    return [keys.outbox(s) for s in shards]

@@ -252,6 +252,17 @@ class TestExhaustive:
         if not record.is_live and record.state != NEW:
             assert decision.record.status is record.status
 
+    def test_a_state_from_another_definition_is_refused(self):
+        """A record whose state this definition does not know is an error, never misread."""
+        record = dataclasses.replace(started(), state="awaiting_call", definition="0123456789ab")
+        with pytest.raises(UndefinedTransitionError, match="0123456789ab"):
+            SMS.decide(record, Tick(T0), POLICY)
+
+    def test_records_carry_the_definition_that_wrote_them(self):
+        """Every decision stamps the definition hash on the record it returns."""
+        assert started().definition == SMS.version
+        assert len(SMS.version) == 12
+
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.sampled_from(ALL_EVENTS[1:]), max_size=12))
     def test_caps_hold_for_any_sequence(self, events):
