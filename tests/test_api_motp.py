@@ -370,3 +370,19 @@ async def test_openapi_describes_the_motp_routes(api: Api):
         assert path in doc["paths"]
     assert "motp" in doc["paths"]["/v1/verifications"]["post"]["requestBody"]["content"]["application/json"][
         "schema"]["properties"]["channel"]["enum"]
+
+
+async def test_a_replayed_enrolment_answers_the_same_device_and_stores_no_secret(api: Api):
+    """Idempotency-Key: the replay is the first answer (one device), kept sealed in the store."""
+    body = {"user_id": "trainee-1", "name": NAME, "phone": PHONE}
+    first = await api.call("POST", "/v1/motp/users", body, headers={"Idempotency-Key": "enrol-1"})
+    again = await api.call("POST", "/v1/motp/users", body, headers={"Idempotency-Key": "enrol-1"})
+    assert first == again
+    assert first[0] == 201
+    secret = pyotp.parse_uri(first[1]["otpauth_uri"]).secret
+    redis = api.rt.store.redis
+    stored = [await redis.get(key) async for key in redis.scan_iter("vf:{idem:*")]
+    assert len(stored) == 1
+    assert secret.encode() not in stored[0]
+    raw = await redis.hgetall(motp_user_key(api.rt.engine.keys, motp_user_ref("acme", "trainee-1")))
+    assert raw[b"device"] == b"1"
