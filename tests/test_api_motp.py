@@ -386,3 +386,21 @@ async def test_a_replayed_enrolment_answers_the_same_device_and_stores_no_secret
     assert secret.encode() not in stored[0]
     raw = await redis.hgetall(motp_user_key(api.rt.engine.keys, motp_user_ref("acme", "trainee-1")))
     assert raw[b"device"] == b"1"
+
+
+async def test_a_live_tx_id_is_4007_and_a_timer_expires_the_session(api: Api):
+    """The user's second live verification with the same tx_id is 409 4007; the session timer
+    (not only a read) expires it, and the tx_id is free again."""
+    await enrol(api)
+    status, first = await start(api, tx_id="lesson-1")
+    assert status == 201
+    status, body = await start(api, tx_id="lesson-1")
+    assert (status, body["error"]["code"]) == (409, "4007")
+    clock = api.rt.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(421)
+    assert await api.rt.timers.run_once() >= 1
+    record = await api.rt.store.load(first["id"])
+    assert record is not None
+    assert (record.status.value, record.last_code) == ("expired", "4001")
+    assert (await start(api, tx_id="lesson-1"))[0] == 201
