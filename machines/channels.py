@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from machines import sms
+from machines import motp, sms
 from machines.engine import ChannelMachine, common_transitions, reply
 from machines.vocabulary import Channel, Code, Status
 
@@ -20,4 +20,19 @@ SMS = ChannelMachine(
     ],
 )
 
+MOTP = ChannelMachine(
+    Channel.MOTP,
+    pending={motp.AWAITING_CODE: Status.PENDING},
+    transitions=[
+        *motp.TRANSITIONS,
+        *common_transitions(
+            [motp.AWAITING_CODE],
+            expiry_code=Code.UNKNOWN_VERIFICATION,  # the 7-minute session of the source catalog
+            confirm_when_verified=reply(Code.NOT_CONFIRMABLE, 409),
+            resend_when_verified=reply(Code.ALREADY_COMPLETED, 409),
+        ),
+    ],
+)
+
 MACHINES: dict[Channel, ChannelMachine] = {Channel.SMS: SMS}
+MACHINES[Channel.MOTP] = MOTP

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from machines.motp_user import MotpUser
 from machines.vocabulary import TimerKind
 
 
@@ -36,4 +37,12 @@ class DisarmTimer:
     due_ms: int
 
 
-Effect = SendSms | Notify | ArmTimer | DisarmTimer
+@dataclass(frozen=True, slots=True)
+class SaveMotpUser:
+    """Write the mOTP user with the verification, compare-and-set on the version `before` had."""
+
+    before: MotpUser
+    after: MotpUser
+
+
+Effect = SendSms | Notify | ArmTimer | DisarmTimer | SaveMotpUser

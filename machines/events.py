@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from machines.motp_user import MotpUser
 from machines.vocabulary import TimerKind
 
 
@@ -75,7 +76,24 @@ class Tick:
     now_ms: int
 
 
-Event = Start | Confirm | Resend | Cancel | TimerFired | Redeem | Tick
+# ---- mOTP: the user travels with the event; the shell matched the code to a time step ----
+
+
+@dataclass(frozen=True, slots=True)
+class MotpStart:
+    now_ms: int
+    user: MotpUser | None
+    refusal: Refusal | None = None  # AP005: an unknown user, or a name or phone that differs
+
+
+@dataclass(frozen=True, slots=True)
+class MotpConfirm:
+    now_ms: int
+    user: MotpUser | None
+    step: int | None  # the TOTP time step within the window that the code matches; None: none
+
+
+Event = Start | Confirm | Resend | Cancel | TimerFired | Redeem | Tick | MotpStart | MotpConfirm
 
 # Tick has no trigger of its own: every input first lets the clock catch up (see decide).
 TRIGGERS: dict[type[Event], str] = {
@@ -85,4 +103,6 @@ TRIGGERS: dict[type[Event], str] = {
     Cancel: "cancel",
     TimerFired: "expire",
     Redeem: "redeem",
+    MotpStart: "start",
+    MotpConfirm: "confirm",
 }

@@ -48,6 +48,7 @@ class Verification:
     result_expires_at: int | None = None
     ended_at: int | None = None
     fallback: str | None = None  # comma-separated channels the verification may switch to
+    motp_user: str | None = None  # mOTP: the ref of the user it verifies (its key, in its slot)
 
     @property
     def is_live(self) -> bool:

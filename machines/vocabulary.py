@@ -52,3 +52,8 @@ class Code(StrEnum):
     TOO_MANY_ATTEMPTS = "4301"
     TOO_MANY_RESENDS = "4302"
     INTERNAL_ERROR = "9999"
+    # mOTP (the FAQ's codes, and the service-defined ones for its two unnamed outcomes)
+    MOTP_UNKNOWN_USER = "AP005"
+    MOTP_REGISTRATION_LOCKED = "AP011"
+    MOTP_MISMATCH = "AP901"
+    MOTP_LOCKED = "AP902"

@@ -36,6 +36,7 @@ class Secrets:
         self._otp_key = self._derive(secret_key, b"otp-hash")
         self._token_key = self._derive(secret_key, b"key-token")
         self._aead = AESGCM(self._derive(secret_key, b"seal"))
+        self._identity_key = self._derive(secret_key, b"identity-hash")
 
     @staticmethod
     def _derive(secret_key: bytes, purpose: bytes) -> bytes:
@@ -54,6 +55,11 @@ class Secrets:
 
     def key_token_matches(self, token: str, verification_id: str, verified_at_ms: int) -> bool:
         return hmac.compare_digest(token.encode(), self.key_token(verification_id, verified_at_ms).encode())
+
+    def identity_hash(self, context: str, value: str) -> str:
+        """A keyed hash of a personal value kept only to be compared (an mOTP user's name, phone)."""
+        message = f"{context}|{value}".encode()
+        return hmac.new(self._identity_key, message, hashlib.sha256).hexdigest()[:32]
 
     def seal(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(NONCE_BYTES)

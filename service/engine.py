@@ -16,11 +16,12 @@ import orjson
 import structlog
 
 from machines.channels import MACHINES
-from machines.effects import ArmTimer, DisarmTimer, Notify, SendSms
+from machines.effects import ArmTimer, DisarmTimer, Notify, SaveMotpUser, SendSms
 from machines.engine import Decision
 from machines.events import Event
 from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
+from service import motp_store
 from service.clock import Clock
 from service.crypto import Secrets
 from service.keys import Keys, shard_in, timer_member
@@ -142,6 +143,8 @@ class Engine:
                         "kind": "notify", "id": after.id, "version": version, "view": view,
                         "client": after.client_id, "url": after.callback_url, "verified_at": verified_at,
                     }))
+                case SaveMotpUser(user_before, user_after):
+                    ops.companion = motp_store.companion(self.keys, user_before, user_after)
         if decision.ended and after.tx_id:
             ops.releases.append(self.keys.tx_claim(shard, after.client_id, after.tx_id))
         return ops

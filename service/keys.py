@@ -74,3 +74,20 @@ def timer_member(verification_id: str, kind: str, due_ms: int) -> str:
 def parse_timer_member(member: str) -> tuple[str, str, int]:
     verification_id, kind, due = member.split("|")
     return verification_id, kind, int(due)
+
+
+# ---- mOTP users: one hash per (client, user id), in the slot of the user's verifications ----
+
+
+def motp_user_ref(client_id: str, user_id: str) -> str:
+    """The digest that names a client's mOTP user: users of different clients never meet."""
+    return digest("motp" + chr(0) + client_id + chr(0) + user_id)
+
+
+def motp_user_key(keys: Keys, user_ref: str) -> str:
+    return f"vf:{{{motp_user_shard(keys, user_ref)}}}:motp:{user_ref}"
+
+
+def motp_user_shard(keys: Keys, user_ref: str) -> int:
+    """The user's shard; its mOTP verifications are created there too (their ids carry it)."""
+    return keys.shard_of(user_ref)

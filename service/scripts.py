@@ -5,11 +5,15 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # Commit one decision: compare-and-set on the record's version, with its timers, outbox
 # entries and unique claims (tx_id, webhook event ids) in the same atomic step.
 #
-# KEYS: 1 record hash, 2 timer set, 3 outbox stream, 4.. claim/release keys
-# ARGV: expected version ("0": the record must not exist), new version, record ttl ms,
-#       then counted groups: n (field value)*, n field*, n (score member)*, n member*,
-#       n payload*, n (key-index value ttl-ms)*, n key-index*
-# Returns {"ok"} | {"version", current} | {"taken", key-index}
+# KEYS: 1 record hash, 2 timer set, 3 outbox stream, 4.. claim/release/companion keys
+# ARGV: expected version ("0": the record must not exist), new version, record ttl ms ("0": no
+#       expiry), then counted groups: n (field value)*, n field*, n (score member)*, n member*,
+#       n payload*, n (key-index value ttl-ms)*, n key-index*,
+#       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*
+# The companion is a second hash in the same slot (an mOTP user beside its verification),
+# compare-and-set on its own version: both change in one step, or neither. A companion whose
+# new version equals the expected one is only checked, not written.
+# Returns {"ok"} | {"version", current} | {"version", current, "companion"} | {"taken", key-index}
 COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then return {'version', current} end
@@ -29,6 +33,19 @@ local xadd_at, n_xadd = group(1)
 local claim_at, n_claim = group(3)
 local release_at, n_release = group(1)
 
+local companion, companion_new, cset_at, n_cset, cdel_at, n_cdel
+if tonumber(ARGV[i] or '0') == 1 then
+  companion = KEYS[tonumber(ARGV[i + 1])]
+  local expected = ARGV[i + 2]
+  companion_new = ARGV[i + 3]
+  local held = redis.call('HGET', companion, 'version') or '0'
+  if held ~= expected then return {'version', held, 'companion'} end
+  if companion_new == expected then companion = nil end
+  i = i + 4
+  cset_at, n_cset = group(2)
+  cdel_at, n_cdel = group(1)
+end
+
 for c = 0, n_claim - 1 do
   local at = claim_at + c * 3
   local key = KEYS[tonumber(ARGV[at])]
@@ -43,7 +60,7 @@ for f = 0, n_set - 1 do
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if n_del > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, del_at, del_at + n_del - 1)) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[3] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if n_zadd > 0 then redis.call('ZADD', KEYS[2], unpack(ARGV, zadd_at, zadd_at + n_zadd * 2 - 1)) end
 if n_zrem > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, zrem_at, zrem_at + n_zrem - 1)) end
 for x = 0, n_xadd - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[xadd_at + x]) end
@@ -52,6 +69,15 @@ for c = 0, n_claim - 1 do
   redis.call('SET', KEYS[tonumber(ARGV[at])], ARGV[at + 1], 'PX', ARGV[at + 2])
 end
 for r = 0, n_release - 1 do redis.call('DEL', KEYS[tonumber(ARGV[release_at + r])]) end
+if companion then
+  local cfields = {'version', companion_new}
+  for f = 0, n_cset - 1 do
+    cfields[#cfields + 1] = ARGV[cset_at + f * 2]
+    cfields[#cfields + 1] = ARGV[cset_at + f * 2 + 1]
+  end
+  redis.call('HSET', companion, unpack(cfields))
+  if n_cdel > 0 then redis.call('HDEL', companion, unpack(ARGV, cdel_at, cdel_at + n_cdel - 1)) end
+end
 return {'ok'}
 """
 

@@ -34,6 +34,15 @@ class SmsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MotpSettings:
+    session_ttl_s: int
+    max_failures: int  # consecutive wrong codes that lock the user
+    step_s: int  # the TOTP period
+    window_steps: int  # steps accepted on each side of now, for phone clock drift
+    issuer: str  # shown by the authenticator app
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     raw: Mapping[str, Any]
     redis_url: str | None
@@ -60,6 +69,7 @@ class Settings:
     provider_timeout_s: float
     host: str
     port: int
+    motp: MotpSettings
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -68,6 +78,13 @@ class Settings:
                 result_ttl_s=self.result_ttl_s,
                 max_verify_attempts=self.sms.max_verify_attempts,
                 max_resends=self.sms.max_resends,
+            )
+        if channel is Channel.MOTP:
+            return Policy(
+                session_ttl_s=self.motp.session_ttl_s,
+                result_ttl_s=self.result_ttl_s,
+                max_verify_attempts=self.motp.max_failures,
+                max_resends=0,
             )
         msg = f"channel {channel} is not available"
         raise ConfigError(msg)
@@ -203,7 +220,22 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         provider_timeout_s=_number(raw, "providers.timeout_s"),
         host=str(_get(raw, "server.host")),
         port=_int(raw, "server.port", maximum=65535),
+        motp=MotpSettings(
+            session_ttl_s=_int(raw, "channels.motp.session_ttl_s"),
+            max_failures=_int(raw, "channels.motp.max_failures"),
+            step_s=_int(raw, "channels.motp.step_s", maximum=3600),
+            window_steps=_int(raw, "channels.motp.window_steps", minimum=0, maximum=10),
+            issuer=_issuer(raw),
+        ),
     )
+
+
+def _issuer(raw: Mapping[str, Any]) -> str:
+    value = _get(raw, "channels.motp.issuer")
+    if not isinstance(value, str) or not value.strip() or ":" in value or len(value) > 64:  # noqa: PLR2004
+        msg = f"configuration key channels.motp.issuer must be a short name without ':', got {value!r}"
+        raise ConfigError(msg)
+    return value.strip()
 
 
 def with_port(settings: Settings, port: int) -> Settings:

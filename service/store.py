@@ -54,6 +54,18 @@ class CommitStatus(enum.Enum):
 
 
 @dataclass(slots=True)
+class Companion:
+    """A second hash in the record's slot, compare-and-set with it (an mOTP user). It never
+    expires. `new_version == expected_version` checks its version without writing it."""
+
+    key: str
+    expected_version: int
+    new_version: int
+    fields: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class CommitOps:
     """Everything one decision writes, in one script call."""
 
@@ -70,10 +82,13 @@ class CommitOps:
     outbox: list[bytes] = field(default_factory=list)
     claims: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, ttl ms
     releases: list[str] = field(default_factory=list)
+    companion: Companion | None = None
+    persistent: bool = False  # the record never expires (an mOTP user written on its own)
 
     def script_args(self) -> tuple[list[str], list[Any]]:
         keys = [self.record_key, self.timers_key, self.outbox_key]
-        args: list[Any] = [self.expected_version, self.new_version, max(self.ttl_ms, 1)]
+        ttl = 0 if self.persistent else max(self.ttl_ms, 1)
+        args: list[Any] = [self.expected_version, self.new_version, ttl]
         args.append(len(self.fields))
         for name, value in self.fields.items():
             args += [name, value]
@@ -92,6 +107,15 @@ class CommitOps:
             keys.append(key)
             index_of_release.append(len(keys))
         args += [len(index_of_release), *index_of_release]
+        if self.companion is None:
+            args.append(0)
+        else:
+            c = self.companion
+            keys.append(c.key)
+            args += [1, len(keys), c.expected_version, c.new_version, len(c.fields)]
+            for name, value in c.fields.items():
+                args += [name, value]
+            args += [len(c.deleted), *c.deleted]
         return keys, args
 
 

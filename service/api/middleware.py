@@ -85,7 +85,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
             raise ApiError(IDEMPOTENCY_MISMATCH)
         if "status" not in stored:
             raise ApiError(IDEMPOTENCY_IN_PROGRESS)
-        return web.Response(body=stored["body"].encode(), status=stored["status"],
+        return web.Response(body=rt.secrets.unseal(stored["sealed"], slot), status=stored["status"],
                             content_type="application/json")
     try:
         response = await _rendered(request, handler)
@@ -96,7 +96,8 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
         await redis.delete(slot)
         return response
     body = response.body if isinstance(response.body, bytes) else b""
-    record = {"fingerprint": fingerprint, "status": response.status, "body": body.decode()}
+    # Sealed: answers carry personal data (results) and secrets (an mOTP enrolment's URI).
+    record = {"fingerprint": fingerprint, "status": response.status, "sealed": rt.secrets.seal(body, slot)}
     await redis.set(slot, orjson.dumps(record), ex=IDEMPOTENCY_TTL_S)
     return response
 

@@ -78,6 +78,41 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The code catalog", 200, {"type": "object"}, {}, auth=False),
 }
 
+# ---- mOTP ----
+
+START["properties"]["channel"]["enum"].append("motp")  # type: ignore[index]
+START["properties"]["motp_user_id"] = {  # type: ignore[index]
+    "type": "string", "description": "mOTP: the registered user; the subject needs only name and phone"}
+OPERATIONS[("POST", "/v1/verifications")]["responses"]["422"]["description"] += ", AP005 unknown mOTP user"
+OPERATIONS[("POST", "/v1/verifications")]["responses"]["423"] = {
+    "description": "AP902 mOTP user locked", **_json(ERROR)}
+OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["422"]["description"] += ", AP901 mOTP mismatch"
+OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["423"] = {
+    "description": "AP902 the 5th wrong mOTP code locked the user", **_json(ERROR)}
+MOTP_USER = {"type": "object", "properties": {
+    "user_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered", "locked"]},
+    "failures": {"type": "integer"}}}
+MOTP_ENROLMENT = {"type": "object", "properties": {
+    **MOTP_USER["properties"], "otpauth_uri": {"type": "string", "example": (  # type: ignore[dict-item]
+        "otpauth://totp/veriflow:trainee-1?secret=…&issuer=veriflow&algorithm=SHA1&digits=6&period=60")}}}
+MOTP_ENROL = {"type": "object", "required": ["user_id", "name", "phone"], "properties": {
+    "user_id": {"type": "string"}, "name": {"type": "string"}, "phone": {"type": "string"}}}
+OPERATIONS.update({
+    ("POST", "/v1/motp/users"): _op(
+        "Register an mOTP user's device (registering again replaces it)", 201, MOTP_ENROLMENT,
+        {400: "3001 invalid request", 423: "AP011 the user is locked"}, MOTP_ENROL),
+    ("GET", "/v1/motp/users/{user_id}"): _op(
+        "Read an mOTP user", 200, MOTP_USER, {404: "AP005 unknown user"}),
+    ("GET", "/v1/motp/users/{user_id}/qr.svg"): {
+        "summary": "The current device's otpauth URI as a QR code (SVG)",
+        "responses": {"200": {"description": "success", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                      "404": {"description": "AP005 unknown user", **_json(ERROR)}}},
+    ("POST", "/v1/motp/users/{user_id}/unlock"): _op(
+        "Reset the limit with the key token of a verified SMS/ARS/PASS verification of the same person",
+        200, MOTP_USER, {404: "AP005 unknown user", 409: "4000 unknown, used or expired token",
+                         422: "AP005 the token's person is not the user"}, TOKEN),
+})
+
 SCHEMAS = {
     "Verification": {"type": "object", "properties": {
         "id": {"type": "string"}, "channel": {"type": "string"}, "tx_id": {"type": ["string", "null"]},

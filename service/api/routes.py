@@ -16,12 +16,13 @@ from machines.channels import MACHINES
 from machines.engine import NEW, Decision
 from machines.events import Cancel, Confirm, Event, IssuedCode, Redeem, Resend, Start, Tick
 from machines.record import Verification
-from machines.vocabulary import Code, Status
+from machines.vocabulary import Channel, Code, Status
 from service.api import validation
 from service.api.errors import ApiError, invalid
 from service.crypto import new_code, token_id
 from service.engine import BusyError, Claim, ClaimTakenError, UnknownVerificationError
 from service.jsonio import json_response
+from service.motp import Motp
 from service.providers.ports import ProviderError, Subscriber
 from service.runtime import Runtime
 from service.views import rfc3339, verification_view
@@ -93,8 +94,13 @@ async def transition(
 async def start_verification(request: web.Request) -> web.Response:
     rt = runtime(request)
     client_id: str = request[CLIENT_ID]
+    body = await json_body(request)
+    if body.get("channel") == Channel.MOTP.value:
+        from service.api import motp_routes  # noqa: PLC0415 - it builds on this module
+
+        return await motp_routes.start_verification(request, body)
     start = validation.start_request(
-        await json_body(request), available=set(MACHINES), allow_private=rt.settings.allow_private_callbacks,
+        body, available=set(MACHINES), allow_private=rt.settings.allow_private_callbacks,
     )
     keys = rt.engine.keys
     # A tx_id's claim must share its verification's slot, so the tx_id picks the shard.
@@ -141,6 +147,8 @@ async def confirm(request: web.Request) -> web.Response:
     code = validation.code(await json_body(request))
 
     async def event(record: Verification) -> Event:
+        if record.channel is Channel.MOTP:
+            return await Motp(rt.engine).confirm_event(record, code)
         code_hash = rt.secrets.code_hash(record.id, record.code_generation, code)
         refusal = None
         if record.status is Status.PENDING and sms.code_matches(record, code_hash):

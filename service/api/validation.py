@@ -121,3 +121,71 @@ def code(body: dict[str, Any]) -> str:
     if not isinstance(value, str) or not value.isdigit() or not 4 <= len(value) <= 10:  # noqa: PLR2004
         raise invalid("code must be the digits the user received")
     return value
+
+
+# ---- mOTP ----
+
+
+@dataclass(frozen=True, slots=True)
+class MotpStartRequest:
+    user_id: str
+    subject: Subscriber  # name and phone; the other fields are optional for mOTP ("" when absent)
+    tx_id: str | None
+    service_name: str | None
+    callback_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MotpUserRequest:
+    user_id: str
+    name: str
+    phone: str
+
+
+def user_id(value: Any, name: str = "user_id") -> str:
+    found = text({name: value}, name, limit=MAX_TEXT)
+    assert found is not None  # noqa: S101 - required
+    return found
+
+
+def motp_subject(body: dict[str, Any]) -> Subscriber:
+    """Name and phone are required; birth, gender_digit and carrier are checked when given."""
+    raw = body.get("subject")
+    if not isinstance(raw, dict):
+        raise invalid("subject must be an object with at least name and phone")
+    name = text(raw, "name")
+    assert name is not None  # noqa: S101 - required
+    gender = raw.get("gender_digit")
+    if gender is not None and not (isinstance(gender, str | int) and str(gender) in set("12345678")):
+        raise invalid("subject.gender_digit must be the 7th digit of the resident number, 1 to 8")
+    carrier = raw.get("carrier")
+    if carrier is not None and (not isinstance(carrier, str) or carrier.upper() not in CARRIERS):
+        raise invalid("subject.carrier must be SKT, KT or LGT")
+    is_mvno = raw.get("is_mvno", False)
+    if not isinstance(is_mvno, bool):
+        raise invalid("subject.is_mvno must be true or false")
+    return Subscriber(
+        name=name,
+        birth=birth_date(raw["birth"]) if raw.get("birth") is not None else "",
+        gender_digit=str(gender) if gender is not None else "",
+        phone=phone_digits(raw.get("phone")),
+        carrier=carrier.upper().replace("LGU+", "LGT") if carrier is not None else "",
+        is_mvno=is_mvno,
+    )
+
+
+def motp_start_request(body: dict[str, Any], *, allow_private: bool) -> MotpStartRequest:
+    return MotpStartRequest(
+        user_id=user_id(body.get("motp_user_id"), "motp_user_id"),
+        subject=motp_subject(body),
+        tx_id=text(body, "tx_id", required=False),
+        service_name=text(body, "service_name", required=False, limit=40),
+        callback_url=callback_url(body, allow_private=allow_private),
+    )
+
+
+def motp_user_request(body: dict[str, Any]) -> MotpUserRequest:
+    name = text(body, "name")
+    assert name is not None  # noqa: S101 - required
+    return MotpUserRequest(user_id=user_id(body.get("user_id")), name=name,
+                           phone=phone_digits(body.get("phone"), "phone"))
