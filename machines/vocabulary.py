@@ -30,6 +30,8 @@ class Status(StrEnum):
 class TimerKind(StrEnum):
     SESSION = "session"  # the verification's own deadline (session_ttl_s)
     RESULT = "result"  # a verified key token's redemption deadline (result_ttl_s)
+    PUSH = "push"  # a PASS push's answer deadline (push_timeout_s)
+    FALLBACK = "fallback"  # the end of the window in which a failed verification may switch channel
 
 
 class Code(StrEnum):
@@ -52,3 +54,19 @@ class Code(StrEnum):
     TOO_MANY_ATTEMPTS = "4301"
     TOO_MANY_RESENDS = "4302"
     INTERNAL_ERROR = "9999"
+    # ARS (phone call) and PASS (app push; APP_ names, as PASS_ reads like a password to linters)
+    ARS_NO_RESULT = "4500"
+    ARS_CALL_IN_PROGRESS = "4501"
+    ARS_ALREADY_CALLED = "4502"
+    ARS_WRONG_DIGITS = "4602"
+    APP_NOT_SUBSCRIBED = "6701"
+    APP_NOT_FINISHED = "6702"
+    APP_AUTH_FAILED = "6703"
+    APP_DENIED = "6705"
+    APP_TIMEOUT = "6706"
+    APP_UNAVAILABLE = "6707"
+    APP_UNDER_AGE = "6751"
+    PUSH_FAILED = "6752"
+    # service-defined
+    BAD_SIGNATURE = "3004"
+    FALLBACK_NOT_OFFERED = "3005"

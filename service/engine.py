@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
 import structlog
 
+from machines import fallback
 from machines.channels import MACHINES
-from machines.effects import ArmTimer, DisarmTimer, Notify, SendSms
+from machines.effects import ArmTimer, DisarmTimer, Notify, PlaceCall, SendPush, SendSms
 from machines.engine import Decision
-from machines.events import Event
+from machines.events import Event, SwitchChannel
 from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
 from service.clock import Clock
@@ -65,6 +66,8 @@ class Engine:
         self.metrics = metrics
 
     def decide(self, record: Verification, event: Event) -> Decision:
+        if isinstance(event, SwitchChannel):
+            return fallback.decide(MACHINES, record, event, self.settings.policy)
         machine = MACHINES[record.channel]
         return machine.decide(record, event, self.settings.policy(record.channel))
 
@@ -89,8 +92,12 @@ class Engine:
         *,
         client_id: str | None = None,
         fired_timer: str | None = None,
+        claims: Callable[[Decision], Sequence[Claim]] | None = None,
     ) -> Decision:
-        """Decide `build_event(record)` on the stored record and commit it, retrying lost races."""
+        """Decide `build_event(record)` on the stored record and commit it, retrying lost races.
+
+        `claims` names unique keys the commit must take with the decision (a provider event id, a
+        tx_id again): when one is held, nothing is written and ClaimTakenError is raised."""
         for attempt in range(MAX_COMMIT_TRIES):
             record = await self.store.load(verification_id)
             if record is None or (client_id is not None and record.client_id != client_id):
@@ -98,10 +105,13 @@ class Engine:
             decision = self.decide(record, await build_event(record))
             if not decision.changed:
                 return decision
-            result = await self.store.commit(self._ops(decision, fired_timer, ()))
+            taken = tuple(claims(decision)) if claims is not None else ()
+            result = await self.store.commit(self._ops(decision, fired_timer, taken))
             if result.status is CommitStatus.OK:
                 self._observe(decision)
                 return decision
+            if result.status is CommitStatus.TAKEN:
+                raise ClaimTakenError(result.detail)
             self.metrics.commit_conflicts.inc()
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # noqa: S311 - jitter
         raise BusyError(verification_id)
@@ -135,6 +145,11 @@ class Engine:
                 case SendSms(generation, sealed_code):
                     ops.outbox.append(orjson.dumps(
                         {"kind": "sms", "id": after.id, "gen": generation, "code": sealed_code}))
+                case PlaceCall(generation, sealed_code):
+                    ops.outbox.append(orjson.dumps(
+                        {"kind": "call", "id": after.id, "gen": generation, "code": sealed_code}))
+                case SendPush(generation):
+                    ops.outbox.append(orjson.dumps({"kind": "push", "id": after.id, "gen": generation}))
                 case Notify() if after.callback_url:
                     view = verification_view(after_versioned, None)
                     verified_at = after.verified_at if after.status is Status.VERIFIED else None
