@@ -100,7 +100,7 @@ async def provider_event(request: web.Request) -> web.Response:
         raise ApiError(Code.INTERNAL_ERROR, http_status=503, description="too many concurrent writes") from None
     if not decision.changed:
         log.info("provider_event.ignored", reason="changes nothing", state=decision.record.state,
-                 generation=generation, code=code)
+                 generation=generation, reported_code=code)
         return acknowledge("ignored", event_id)
     log.info("provider_event.applied", state=decision.record.state, last_code=decision.record.last_code)
     return acknowledge("applied", event_id)
