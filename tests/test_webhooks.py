@@ -180,6 +180,40 @@ async def fire_after(worker: TimerWorker, shard: int, member: str, delay_s: floa
     await worker.fire(shard, member)
 
 
+class TestRecovery:
+    async def test_a_reported_push_failure_is_recovered_by_resend(self, api: Api):
+        """The gateway reports 6752 after the push: pending, retryable; resend sends push 2, which the
+        user approves (push 1 is expired in the app)."""
+        vid = await waiting_push(api)
+        status, answer = await send(api, event(f"{vid}:1", "6752"))
+        assert (status, answer["status"]) == (200, "applied")
+        status, body = await api.call("POST", f"/v1/verifications/{vid}/confirm", {})
+        assert (status, body["error"]["code"], body["error"]["retryable"]) == (422, "6752", True)
+        status, again = await api.call("POST", f"/v1/verifications/{vid}/resend")
+        assert (status, again["state"]) == (200, "push_sent")
+        assert await sim_items(api, "pass", PHONE, count=2) == [{"state": "expired"}, {"state": "waiting"}]
+        status, _ = await api.call("POST", f"/sim/pass/{PHONE}/approve", key=None)
+        assert status == 200
+        record = await api.rt.store.load(vid)
+        assert record is not None
+        assert (record.status.value, record.push_generation) == ("verified", 2)
+
+    async def test_simultaneous_requests_for_a_new_call_place_one(self, api: Api):
+        """After 4602, ten concurrent resends: one new call (200), the others 409 4501."""
+        phone = "01099887766"
+        _, started = await start(api, "ars", phone)
+        await sim_items(api, "ars", phone)
+        await api.call("POST", f"/sim/ars/{phone}/keypad", {"digits": "xx"}, key=None)
+        answers = await asyncio.gather(*(api.call("POST", f"/v1/verifications/{started['id']}/resend")
+                                         for _ in range(10)))
+        assert sorted(status for status, _ in answers) == [200] + [409] * 9
+        assert {body["error"]["code"] for status, body in answers if status == 409} == {"4501"}
+        record = await api.rt.store.load(started["id"])
+        assert record is not None
+        assert (record.call_generation, record.resends_left) == (2, 1)
+        assert len(await sim_items(api, "ars", phone, count=2)) == 2
+
+
 class TestRace:
     async def test_the_push_timer_and_an_approval_arriving_together(self, api: Api, clock: ManualClock):
         """The approval arrives just in time while the push timer fires: in every round exactly one
