@@ -15,7 +15,7 @@ from typing import Any
 
 from transitions import EventData
 
-from machines import fallback
+from machines import fallback, reports
 from machines.effects import PlaceCall
 from machines.engine import (
     FAILED,
@@ -32,6 +32,7 @@ from machines.engine import (
     reply_last_code,
 )
 from machines.events import CallAgain, NewCall, ProviderReport, StartCall
+from machines.record import Verification
 from machines.sms import resends_remain, spend_resend
 from machines.vocabulary import Code
 
@@ -59,26 +60,17 @@ def place_call(ev: EventData) -> None:
     flow.reply = Reply()
 
 
+def call_generation(record: Verification) -> int:
+    return record.call_generation
+
+
 def report(ev: EventData) -> ProviderReport | None:
-    """The report about the call in progress, or None (another event, type or an old call)."""
-    event = model(ev).event
-    if not isinstance(event, ProviderReport) or event.event_type != CALL_RESULT:
-        return None
-    return event if event.generation == model(ev).record.call_generation else None
+    return reports.current(ev, CALL_RESULT, call_generation)
 
 
-def reported(*codes: str) -> Any:
-    def check(ev: EventData) -> bool:
-        found = report(ev)
-        return found is not None and found.code in codes
-
-    check.__name__ = check.__qualname__ = "reported_" + "_".join(sorted(codes))[:40]
-    return check
-
-
-reported_success = reported(Code.SUCCESS)
-reported_wrong_digits = reported(Code.ARS_WRONG_DIGITS)
-reported_call_outcome = reported(*CALL_OUTCOMES)
+reported_success = reports.reported(CALL_RESULT, call_generation, Code.SUCCESS)
+reported_wrong_digits = reports.reported(CALL_RESULT, call_generation, Code.ARS_WRONG_DIGITS)
+reported_call_outcome = reports.reported(CALL_RESULT, call_generation, *CALL_OUTCOMES)
 
 
 def note_wrong_digits(ev: EventData) -> None:
@@ -99,11 +91,6 @@ def fail_with_report(ev: EventData) -> None:
 def fail_with_refusal(ev: EventData) -> None:
     refusal = refusal_of(model(ev))
     fallback.end_offering_fallback(model(ev), refusal.code, refusal.detail_code)
-
-
-def ignore_report(ev: EventData) -> None:
-    """A report about another call, or that finds the verification moved on: acknowledged, no change."""
-    model(ev).reply = Reply()
 
 
 PENDING_STATES = [CALLING, WRONG_DIGITS]
@@ -129,6 +116,6 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "report", "source": CALLING, "dest": FAILED, "conditions": [reported_call_outcome],
      "after": [fail_with_report]},
     {"trigger": "report", "source": [NEW, *PENDING_STATES, VERIFIED, *FINISHED_STATES], "dest": None,
-     "after": [ignore_report]},
+     "after": [reports.ignore]},
     *fallback.refuse_fallback_transitions(PENDING_STATES),
 ]

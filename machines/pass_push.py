@@ -15,7 +15,7 @@ from typing import Any
 
 from transitions import EventData
 
-from machines import fallback
+from machines import fallback, reports
 from machines.effects import ArmTimer, DisarmTimer, SendPush
 from machines.engine import (
     FAILED,
@@ -33,6 +33,7 @@ from machines.engine import (
     reply_last_code,
 )
 from machines.events import ProviderReport
+from machines.record import Verification
 from machines.vocabulary import Code, TimerKind
 
 PUSH_SENT = "push_sent"
@@ -87,26 +88,17 @@ def fail_with_refusal(ev: EventData) -> None:
     fallback.end_offering_fallback(model(ev), refusal.code, refusal.detail_code)
 
 
+def push_generation(record: Verification) -> int:
+    return record.push_generation
+
+
 def report(ev: EventData) -> ProviderReport | None:
-    """The report about the push in progress, or None (another event, type or an old push)."""
-    event = model(ev).event
-    if not isinstance(event, ProviderReport) or event.event_type != PUSH_RESULT:
-        return None
-    return event if event.generation == model(ev).record.push_generation else None
+    return reports.current(ev, PUSH_RESULT, push_generation)
 
 
-def reported(*codes: str) -> Any:
-    def check(ev: EventData) -> bool:
-        found = report(ev)
-        return found is not None and found.code in codes
-
-    check.__name__ = check.__qualname__ = "reported_" + "_".join(sorted(codes))[:40]
-    return check
-
-
-reported_approval = reported(Code.SUCCESS)
-reported_push_failure = reported(Code.PUSH_FAILED)
-reported_outcome = reported(*PUSH_OUTCOMES)
+reported_approval = reports.reported(PUSH_RESULT, push_generation, Code.SUCCESS)
+reported_push_failure = reports.reported(PUSH_RESULT, push_generation, Code.PUSH_FAILED)
+reported_outcome = reports.reported(PUSH_RESULT, push_generation, *PUSH_OUTCOMES)
 
 
 def push_failed_later(ev: EventData) -> None:
@@ -118,10 +110,6 @@ def fail_with_report(ev: EventData) -> None:
     found = report(ev)
     assert found is not None  # noqa: S101 - guarded by reported_outcome
     fallback.end_offering_fallback(model(ev), found.code, found.detail_code)
-
-
-def ignore_report(ev: EventData) -> None:
-    model(ev).reply = Reply()
 
 
 PENDING_STATES = [PUSH_SENT, PUSH_FAILED]
@@ -147,6 +135,6 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "report", "source": PUSH_SENT, "dest": FAILED, "conditions": [reported_outcome],
      "before": [stop_push_timer], "after": [fail_with_report]},
     {"trigger": "report", "source": [NEW, *PENDING_STATES, VERIFIED, *FINISHED_STATES], "dest": None,
-     "after": [ignore_report]},
+     "after": [reports.ignore]},
     *fallback.refuse_fallback_transitions(PENDING_STATES),
 ]
