@@ -136,3 +136,22 @@ class TestMagicNumbers:
         """The simulator answers 409 until the service's call reaches it."""
         status, _ = await keypad(api, "01099990000", "12")
         assert status == 409
+
+
+class TestSession:
+    async def test_the_session_expires_by_timer(self, api: Api, clock):
+        """No result within session_ttl_s (420 s): expired by the timer; then 404 4018 / 4003."""
+        _, started = await start(api, "ars", PHONE)
+        await sim_items(api, "ars", PHONE)
+        clock.advance(420)
+        assert await api.rt.timers.run_once() >= 1
+        record = await api.rt.store.load(started["id"])
+        assert record is not None
+        assert (record.status.value, record.last_code, record.subject) == ("expired", "4001", None)
+        status, body = await api.call("POST", f"/v1/verifications/{started['id']}/confirm", {})
+        assert (status, body["error"]["code"]) == (404, "4018")
+        status, body = await api.call("POST", f"/v1/verifications/{started['id']}/resend")
+        assert (status, body["error"]["code"]) == (404, "4003")
+        _, answer = await keypad(api, PHONE, started["display_code"])
+        assert answer["webhook_status"] == 200, "a late result is acknowledged and changes nothing"
+        assert (await api.rt.store.load(started["id"])).status.value == "expired"  # type: ignore[union-attr]
