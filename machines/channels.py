@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from machines import motp, sms
-from machines.engine import ChannelMachine, common_transitions, reply
+from machines import ars, motp, pass_push, sms
+from machines.engine import ChannelMachine, common_transitions, reply, reply_read
 from machines.vocabulary import Channel, Code, Status
 
 SMS = ChannelMachine(
@@ -36,3 +36,35 @@ MOTP = ChannelMachine(
 
 MACHINES: dict[Channel, ChannelMachine] = {Channel.SMS: SMS}
 MACHINES[Channel.MOTP] = MOTP
+
+# ---- ARS and PASS ----
+
+ARS = ChannelMachine(
+    Channel.ARS,
+    pending=dict.fromkeys(ars.PENDING_STATES, Status.PENDING),
+    transitions=[
+        *ars.TRANSITIONS,
+        *common_transitions(
+            ars.PENDING_STATES,
+            expiry_code=Code.UNKNOWN_VERIFICATION,  # the 7-minute session of the source catalog
+            confirm_when_verified=reply_read,
+            resend_when_verified=reply(Code.ARS_ALREADY_CALLED, 409),
+        ),
+    ],
+)
+
+PASS = ChannelMachine(
+    Channel.PASS,
+    pending=dict.fromkeys(pass_push.PENDING_STATES, Status.PENDING),
+    transitions=[
+        *pass_push.TRANSITIONS,
+        *common_transitions(
+            pass_push.PENDING_STATES,
+            expiry_code=Code.UNKNOWN_VERIFICATION,
+            confirm_when_verified=reply_read,
+            resend_when_verified=reply(Code.ALREADY_COMPLETED, 409),
+        ),
+    ],
+)
+
+MACHINES.update({Channel.ARS: ARS, Channel.PASS: PASS})

@@ -45,4 +45,20 @@ class SaveMotpUser:
     after: MotpUser
 
 
-Effect = SendSms | Notify | ArmTimer | DisarmTimer | SaveMotpUser
+
+@dataclass(frozen=True, slots=True)
+class PlaceCall:
+    """Place ARS call `generation`; the digits travel sealed, like an SMS code."""
+
+    generation: int
+    sealed_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPush:
+    """Send PASS push `generation` to the subject's phone."""
+
+    generation: int
+
+
+Effect = SendSms | Notify | ArmTimer | DisarmTimer | SaveMotpUser | PlaceCall | SendPush

@@ -93,7 +93,61 @@ class MotpConfirm:
     step: int | None  # the TOTP time step within the window that the code matches; None: none
 
 
-Event = Start | Confirm | Resend | Cancel | TimerFired | Redeem | Tick | MotpStart | MotpConfirm
+# ---- ARS calls, PASS pushes, provider reports and channel fallback ----
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """A new ARS call: the digits shown on the client's screen, and the sealed copy the call centre
+    receives (the user keys them into the call; the call centre compares)."""
+
+    display_code: str
+    sealed_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """Open an ARS verification: place the first call, or end it with the carrier's refusal."""
+
+    now_ms: int
+    call: NewCall | None = None
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAgain:
+    """The user asks for a new ARS call (the `resend` route of an ARS verification)."""
+
+    now_ms: int
+    call: NewCall
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    """A provider's signed report about the call or push of `generation` (from its reference)."""
+
+    now_ms: int
+    event_type: str
+    code: str
+    detail_code: str | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchChannel:
+    """Turn a failed verification that offers `channel` as a fallback into a flow of that channel.
+
+    `start` is the new channel's own start event (an SMS code drawn, the carrier's answer), which
+    the shell prepares exactly as for a fresh start; None when the switch is not offered."""
+
+    now_ms: int
+    channel: str
+    start: Start | StartCall | None = None
+
+
+ChannelEvent = StartCall | CallAgain | ProviderReport | SwitchChannel
+
+Event = Start | Confirm | Resend | Cancel | TimerFired | Redeem | Tick | MotpStart | MotpConfirm | ChannelEvent
 
 # Tick has no trigger of its own: every input first lets the clock catch up (see decide).
 TRIGGERS: dict[type[Event], str] = {
@@ -106,3 +160,9 @@ TRIGGERS: dict[type[Event], str] = {
     MotpStart: "start",
     MotpConfirm: "confirm",
 }
+TRIGGERS.update({
+    StartCall: "start",
+    CallAgain: "resend",
+    ProviderReport: "report",
+    SwitchChannel: "fallback",
+})

@@ -21,6 +21,9 @@ class Policy:
     result_ttl_s: int
     max_verify_attempts: int = 3
     max_resends: int = 3
+    # ARS and PASS (appended; the SMS policy leaves them at their defaults)
+    push_timeout_s: int = 0
+    fallback: tuple[tuple[str, frozenset[str]], ...] = ()  # (channel, the codes that offer it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,11 @@ class Verification:
     ended_at: int | None = None
     fallback: str | None = None  # comma-separated channels the verification may switch to
     motp_user: str | None = None  # mOTP: the ref of the user it verifies (its key, in its slot)
+    # Fields of the ARS and PASS channels:
+    call_generation: int = 0  # ARS calls placed; a provider report names the call it is about
+    display_code: str | None = None  # the digits of the current call, shown on the client's screen
+    push_generation: int = 0  # PASS pushes sent
+    push_expires_at: int | None = None  # the current push's answer deadline
 
     @property
     def is_live(self) -> bool:

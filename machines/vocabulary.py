@@ -30,6 +30,8 @@ class Status(StrEnum):
 class TimerKind(StrEnum):
     SESSION = "session"  # the verification's own deadline (session_ttl_s)
     RESULT = "result"  # a verified key token's redemption deadline (result_ttl_s)
+    PUSH = "push"  # a PASS push's answer deadline (push_timeout_s)
+    FALLBACK = "fallback"  # the end of the window in which a failed verification may switch channel
 
 
 class Code(StrEnum):
@@ -57,3 +59,19 @@ class Code(StrEnum):
     MOTP_REGISTRATION_LOCKED = "AP011"
     MOTP_MISMATCH = "AP901"
     MOTP_LOCKED = "AP902"
+    # ARS (phone call) and PASS (app push; APP_ names, as PASS_ reads like a password to linters)
+    ARS_NO_RESULT = "4500"
+    ARS_CALL_IN_PROGRESS = "4501"
+    ARS_ALREADY_CALLED = "4502"
+    ARS_WRONG_DIGITS = "4602"
+    APP_NOT_SUBSCRIBED = "6701"
+    APP_NOT_FINISHED = "6702"
+    APP_AUTH_FAILED = "6703"
+    APP_DENIED = "6705"
+    APP_TIMEOUT = "6706"
+    APP_UNAVAILABLE = "6707"
+    APP_UNDER_AGE = "6751"
+    PUSH_FAILED = "6752"
+    # service-defined
+    BAD_SIGNATURE = "3004"
+    FALLBACK_NOT_OFFERED = "3005"

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_module.with_port(settings, port)
     if args.command == "simulator":
         sim = web.Application()
-        sim.add_subapp("/sim", Simulator(Catalog.load()).app())
+        sim.add_subapp("/sim", Simulator(Catalog.load(), settings.provider_secret).app())
         web.run_app(sim, host=host, port=port, print=None)
         return
     if args.command == "worker":

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
 import structlog
 
+from machines import fallback
 from machines.channels import MACHINES
-from machines.effects import ArmTimer, DisarmTimer, Notify, SaveMotpUser, SendSms
+from machines.effects import (
+    ArmTimer,
+    DisarmTimer,
+    Effect,
+    Notify,
+    PlaceCall,
+    SaveMotpUser,
+    SendPush,
+    SendSms,
+)
 from machines.engine import Decision
-from machines.events import Event
+from machines.events import Event, SwitchChannel
 from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
 from service import motp_store
@@ -66,6 +76,8 @@ class Engine:
         self.metrics = metrics
 
     def decide(self, record: Verification, event: Event) -> Decision:
+        if isinstance(event, SwitchChannel):
+            return fallback.decide(MACHINES, record, event, self.settings.policy)
         machine = MACHINES[record.channel]
         return machine.decide(record, event, self.settings.policy(record.channel))
 
@@ -90,8 +102,12 @@ class Engine:
         *,
         client_id: str | None = None,
         fired_timer: str | None = None,
+        claims: Callable[[Decision], Sequence[Claim]] | None = None,
     ) -> Decision:
-        """Decide `build_event(record)` on the stored record and commit it, retrying lost races."""
+        """Decide `build_event(record)` on the stored record and commit it, retrying lost races.
+
+        `claims` names unique keys the commit must take with the decision (a provider event id, a
+        tx_id again): when one is held, nothing is written and ClaimTakenError is raised."""
         for attempt in range(MAX_COMMIT_TRIES):
             record = await self.store.load(verification_id)
             if record is None or (client_id is not None and record.client_id != client_id):
@@ -99,10 +115,13 @@ class Engine:
             decision = self.decide(record, await build_event(record))
             if not decision.changed:
                 return decision
-            result = await self.store.commit(self._ops(decision, fired_timer, ()))
+            taken = tuple(claims(decision)) if claims is not None else ()
+            result = await self.store.commit(self._ops(decision, fired_timer, taken))
             if result.status is CommitStatus.OK:
                 self._observe(decision)
                 return decision
+            if result.status is CommitStatus.TAKEN:
+                raise ClaimTakenError(result.detail)
             self.metrics.commit_conflicts.inc()
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # noqa: S311 - jitter
         raise BusyError(verification_id)
@@ -133,18 +152,12 @@ class Engine:
                     ops.timers_add.append((due, timer_member(after.id, kind, due)))
                 case DisarmTimer(kind, due):
                     ops.timers_remove.append(timer_member(after.id, kind, due))
-                case SendSms(generation, sealed_code):
-                    ops.outbox.append(orjson.dumps(
-                        {"kind": "sms", "id": after.id, "gen": generation, "code": sealed_code}))
-                case Notify() if after.callback_url:
-                    view = verification_view(after_versioned, None)
-                    verified_at = after.verified_at if after.status is Status.VERIFIED else None
-                    ops.outbox.append(orjson.dumps({
-                        "kind": "notify", "id": after.id, "version": version, "view": view,
-                        "client": after.client_id, "url": after.callback_url, "verified_at": verified_at,
-                    }))
                 case SaveMotpUser(user_before, user_after):
                     ops.companion = motp_store.companion(self.keys, user_before, user_after)
+                case _:
+                    entry = outbox_entry(effect, after_versioned)
+                    if entry is not None:
+                        ops.outbox.append(entry)
         if decision.ended and after.tx_id:
             ops.releases.append(self.keys.tx_claim(shard, after.client_id, after.tx_id))
         return ops
@@ -166,6 +179,25 @@ class Engine:
             self.metrics.outcomes.labels(channel, after.status.value, after.last_code or "").inc()
             log.info("verification.status", verification_id=after.id, status=after.status.value,
                      state=after.state, last_code=after.last_code)
+
+
+def outbox_entry(effect: Effect, record: Verification) -> bytes | None:
+    """The outbox entry that performs `effect` for `record` (as committed), if it has one."""
+    match effect:
+        case SendSms(generation, sealed_code):
+            return orjson.dumps({"kind": "sms", "id": record.id, "gen": generation, "code": sealed_code})
+        case PlaceCall(generation, sealed_code):
+            return orjson.dumps({"kind": "call", "id": record.id, "gen": generation, "code": sealed_code})
+        case SendPush(generation):
+            return orjson.dumps({"kind": "push", "id": record.id, "gen": generation})
+        case Notify() if record.callback_url:
+            verified_at = record.verified_at if record.status is Status.VERIFIED else None
+            return orjson.dumps({
+                "kind": "notify", "id": record.id, "version": record.version,
+                "view": verification_view(record, None), "client": record.client_id,
+                "url": record.callback_url, "verified_at": verified_at,
+            })
+    return None
 
 
 def _with_version(record: Verification, version: int) -> Verification:

@@ -50,6 +50,10 @@ class Keys:
     def tx_claim(self, shard: int, client_id: str, tx_id: str) -> str:
         return f"vf:{{{shard}}}:tx:{digest(client_id + chr(0) + tx_id)}"
 
+    def event_claim(self, shard: int, provider: str, event_id: str) -> str:
+        """A provider event id, claimed in its verification's slot by the commit that acts on it."""
+        return f"vf:{{{shard}}}:event:{digest(provider + chr(0) + event_id)}"
+
     def idempotency(self, client_id: str, key: str) -> str:
         tag = digest(client_id + chr(0) + key)
         return f"vf:{{idem:{tag}}}:response"

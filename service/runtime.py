@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from service.call_effects import CallAndPushEffects
 from service.catalog import Catalog
 from service.clock import Clock, SystemClock
 from service.crypto import Secrets
@@ -17,7 +18,7 @@ from service.engine import Engine
 from service.keys import SERVICE_KEY, Keys
 from service.metrics import Metrics
 from service.outbox import Dispatcher
-from service.providers.simulator import SimulatorProvider
+from service.providers.simulator_calls import SimulatorUpstreams
 from service.settings import Settings
 from service.store import Store, StoreInfo, connect
 from service.timers import TimerWorker
@@ -36,7 +37,7 @@ class Runtime:
     metrics: Metrics
     clock: Clock
     http: aiohttp.ClientSession
-    provider: SimulatorProvider
+    provider: SimulatorUpstreams
     timers: TimerWorker
     dispatcher: Dispatcher
     extras: dict[str, Any] = field(default_factory=dict)
@@ -75,8 +76,12 @@ async def build_runtime(
     engine = Engine(store, settings, secret, clock, metrics)
     http = aiohttp.ClientSession()
     base = simulator_url or settings.simulator_url or f"http://127.0.0.1:{settings.port}/sim"
-    provider = SimulatorProvider(base, http, settings.provider_timeout_s)
+    provider = SimulatorUpstreams(base, http, settings.provider_timeout_s)
+    provider.webhook_url = (settings.webhook_url
+                            or f"http://127.0.0.1:{settings.port}/v1/providers/simulator/events")
     consumer = f"{socket.gethostname()}-{pysecrets.token_hex(4)}"
+    dispatcher = Dispatcher(store, settings, secret, provider, http, metrics, consumer)
+    CallAndPushEffects(store, settings, secret, provider, provider).register(dispatcher)
     return Runtime(
         settings=settings,
         store=store,
@@ -89,5 +94,5 @@ async def build_runtime(
         http=http,
         provider=provider,
         timers=TimerWorker(engine, clock, metrics),
-        dispatcher=Dispatcher(store, settings, secret, provider, http, metrics, consumer),
+        dispatcher=dispatcher,
     )

@@ -43,6 +43,20 @@ class MotpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ArsSettings:
+    session_ttl_s: int
+    max_calls: int
+    display_code_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassSettings:
+    session_ttl_s: int
+    push_timeout_s: int
+    min_age_years: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     raw: Mapping[str, Any]
     redis_url: str | None
@@ -70,6 +84,12 @@ class Settings:
     host: str
     port: int
     motp: MotpSettings
+    # ARS, PASS and channel fallback (appended)
+    ars: ArsSettings
+    pass_: PassSettings
+    fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
+    webhook_url: str | None
+    event_dedup_ttl_s: int
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -86,8 +106,21 @@ class Settings:
                 max_verify_attempts=self.motp.max_failures,
                 max_resends=0,
             )
+        return self.call_or_push_policy(channel)
+
+    def call_or_push_policy(self, channel: Channel) -> Policy:
+        offered = tuple((target, codes) for target, codes in self.fallback.get(channel.value, {}).items())
+        if channel is Channel.ARS:
+            return Policy(session_ttl_s=self.ars.session_ttl_s, result_ttl_s=self.result_ttl_s,
+                          max_resends=self.ars.max_calls - 1, fallback=offered)
+        if channel is Channel.PASS:
+            return Policy(session_ttl_s=self.pass_.session_ttl_s, result_ttl_s=self.result_ttl_s,
+                          push_timeout_s=self.pass_.push_timeout_s, fallback=offered)
         msg = f"channel {channel} is not available"
         raise ConfigError(msg)
+
+    def session_ttl_s(self, channel: Channel) -> int:
+        return self.policy(channel).session_ttl_s
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +260,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             window_steps=_int(raw, "channels.motp.window_steps", minimum=0, maximum=10),
             issuer=_issuer(raw),
         ),
+        ars=ArsSettings(
+            session_ttl_s=_int(raw, "channels.ars.session_ttl_s"),
+            max_calls=_int(raw, "channels.ars.max_calls"),
+            display_code_length=_int(raw, "channels.ars.display_code_length", maximum=10),
+        ),
+        pass_=PassSettings(
+            session_ttl_s=_int(raw, "channels.pass.session_ttl_s"),
+            push_timeout_s=_int(raw, "channels.pass.push_timeout_s"),
+            min_age_years=_int(raw, "channels.pass.min_age_years", minimum=0),
+        ),
+        fallback=_fallback(raw),
+        webhook_url=_optional_str(raw, "providers.webhook_url"),
+        event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
     )
 
 
@@ -236,6 +282,26 @@ def _issuer(raw: Mapping[str, Any]) -> str:
         msg = f"configuration key channels.motp.issuer must be a short name without ':', got {value!r}"
         raise ConfigError(msg)
     return value.strip()
+
+
+def _fallback(raw: Mapping[str, Any]) -> dict[str, dict[str, frozenset[str]]]:
+    """`fallback: {failed channel: {channel offered: [codes that offer it]}}`."""
+    table = raw.get("fallback") or {}
+    channels = {c.value for c in Channel}
+    if not isinstance(table, Mapping):
+        msg = "configuration key fallback must map a channel to {channel: [codes]}"
+        raise ConfigError(msg)
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for source, targets in table.items():
+        if source not in channels or not isinstance(targets, Mapping):
+            msg = f"configuration key fallback.{source} must name a channel and map channels to codes"
+            raise ConfigError(msg)
+        for target, codes in targets.items():
+            if target not in channels or target == source or not isinstance(codes, list):
+                msg = f"configuration key fallback.{source}.{target} must name another channel with a list of codes"
+                raise ConfigError(msg)
+            out.setdefault(source, {})[target] = frozenset(str(code) for code in codes)
+    return out
 
 
 def with_port(settings: Settings, port: int) -> Settings:

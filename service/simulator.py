@@ -18,9 +18,17 @@ from aiohttp import web
 from machines.vocabulary import Code
 from service.catalog import Catalog
 from service.jsonio import json_response
+from service.settings import DEV_PROVIDER_SECRET
+from service.simulator_phone import PhoneApps
 
-SUBSCRIBER_REFUSALS = {"sms": {Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}}
+SUBSCRIBER_REFUSALS: dict[str, set[str]] = {"sms": {Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}}
 ADDON_REFUSALS = {Code.KT_CORPORATE_LINK_PENDING, Code.SKT_ADDON_PENDING}
+# ARS: the carrier's subscriber check; PASS: the gateway's refusals at start (6752: the push
+# could not be sent, which the verification survives; the others end it).
+SUBSCRIBER_REFUSALS.update({
+    "ars": {Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID},
+    "pass": {"6701", "6704", "6707", "6751", "6752", "6753", "6754", "6755", "6756", "6757"},
+})
 INBOX_LIMIT = 50
 REMEMBERED_REFERENCES = 100_000  # enough to de-duplicate any retry, bounded memory
 CODE_IN_TEXT = re.compile(r"\[(\d{4,10})\]")
@@ -46,8 +54,9 @@ def magic_outcome(phone: str, allowed: set[str], catalog: Catalog) -> tuple[str,
 
 
 class Simulator:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, provider_secret: str = DEV_PROVIDER_SECRET) -> None:
         self.catalog = catalog
+        self.phone_apps = PhoneApps(catalog, provider_secret, magic_outcome)
         self.inbox: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=INBOX_LIMIT))
         self.delivered: OrderedDict[str, None] = OrderedDict()
 
@@ -57,6 +66,7 @@ class Simulator:
         app.router.add_post("/provider/subscriber", self.check_subscriber)
         app.router.add_post("/provider/addons", self.check_addons)
         app.router.add_post("/provider/sms", self.deliver_sms)
+        self.phone_apps.add_routes(app)
         return app
 
     @staticmethod

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from machines.record import Verification
-from machines.vocabulary import Status
+from machines.vocabulary import Channel, Status
 from service.crypto import Secrets
 
 
@@ -33,6 +33,8 @@ def verification_view(record: Verification, secrets: Secrets | None) -> dict[str
         "created_at": rfc3339(record.created_at),
         "expires_at": rfc3339(expires),
     }
+    if record.display_code is not None and record.channel is Channel.ARS:
+        view["display_code"] = record.display_code  # the digits the user keys into the call
     if record.status is Status.VERIFIED and record.verified_at is not None and secrets is not None:
         view["key_token"] = secrets.key_token(record.id, record.verified_at)
     return view

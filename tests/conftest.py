@@ -160,6 +160,7 @@ async def api(runtime: Runtime) -> AsyncIterator[Api]:
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")
     runtime.provider.base_url = base + "/sim"
+    runtime.provider.webhook_url = base + "/v1/providers/simulator/events"
     await runtime.dispatcher.ensure_groups()
     async with aiohttp.ClientSession() as session:
         yield Api(session, base, runtime)

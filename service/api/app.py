@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import middleware, motp_routes
+from service.api import middleware, motp_routes, provider_routes
 from service.api.openapi import openapi_document
 from service.api.routes import RUNTIME, routes
 from service.jsonio import json_response
@@ -49,10 +49,11 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
     rt.extras["clients"] = middleware.client_table(dict(rt.settings.api_keys))
     app.router.add_routes(routes)
     app.router.add_routes(motp_routes.routes)
+    app.router.add_routes(provider_routes.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     if simulator:
-        app.add_subapp("/sim", Simulator(rt.catalog).app())
+        app.add_subapp("/sim", Simulator(rt.catalog, rt.settings.provider_secret).app())
     return app

@@ -44,7 +44,7 @@ SUBJECT = {
 START = {
     "type": "object", "required": ["channel", "subject"],
     "properties": {
-        "channel": {"type": "string", "enum": ["sms"]}, "tx_id": {"type": "string"},
+        "channel": {"type": "string", "enum": ["sms", "ars", "pass"]}, "tx_id": {"type": "string"},
         "subject": SUBJECT, "service_name": {"type": "string"},
         "callback_url": {"type": "string", "format": "uri"},
     },
@@ -113,6 +113,40 @@ OPERATIONS.update({
                          422: "AP005 the token's person is not the user"}, TOKEN),
 })
 
+# ---- ARS, PASS, provider webhooks and channel fallback ----
+PROVIDER_EVENT = {
+    "type": "object", "required": ["event_id", "type", "reference", "code"],
+    "properties": {
+        "event_id": {"type": "string"}, "reference": {"type": "string", "example": "<verification id>:1"},
+        "type": {"type": "string", "enum": ["ars.call_result", "pass.push_result"]},
+        "code": {"type": "string", "example": "2000"}, "detail_code": {"type": ["string", "null"]},
+    },
+}
+ACK = {"type": "object", "properties": {
+    "status": {"type": "string", "enum": ["applied", "ignored", "duplicate"]}, "event_id": {"type": "string"}}}
+FALLBACK = {"type": "object", "required": ["channel"], "properties": {"channel": {"type": "string", "enum": ["sms"]}}}
+OPERATIONS.update({
+    ("POST", "/v1/providers/{provider}/events"): {
+        **_op("A provider reports an ARS call or PASS push outcome (signed, X-Veriflow-Signature)", 200, ACK,
+              {400: "3001 malformed event", 401: "3004 missing, wrong or stale signature"}, PROVIDER_EVENT,
+              auth=False),
+        "parameters": [{"name": "X-Veriflow-Signature", "in": "header", "required": True,
+                        "schema": {"type": "string", "example": "t=1700000000,v1=<hex>"}}],
+    },
+    ("POST", "/v1/verifications/{id}/fallback"): _op(
+        "Turn a failed verification that lists the channel in `fallback` into that channel's flow", 200,
+        VERIFICATION, {404: "4001 unknown", 409: "3005 fallback to that channel not offered / 4007 tx_id in use",
+                       422: "2910/4016 refused by the carrier"}, FALLBACK),
+})
+CONFIRM_CODELESS = {"description": "SMS: the code; ARS and PASS: an empty object (asks whether the user has finished)",
+                    "oneOf": [CODE, {"type": "object"}]}
+OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["requestBody"] = {"required": False, **_json(CONFIRM_CODELESS)}
+OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["409"]["description"] += (
+    ", ARS 4500 no result yet, PASS 6702 not approved yet")
+OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["summary"] += "; ARS: a new call with new digits; PASS: a new push"
+OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["responses"]["409"]["description"] += (
+    ", ARS 4501 call in progress, 4502 after a successful call, PASS 6702 push waiting")
+
 SCHEMAS = {
     "Verification": {"type": "object", "properties": {
         "id": {"type": "string"}, "channel": {"type": "string"}, "tx_id": {"type": ["string", "null"]},
@@ -122,7 +156,9 @@ SCHEMAS = {
         "last_detail_code": {"type": ["string", "null"]},
         "attempts_left": {"type": ["integer", "null"]}, "resends_left": {"type": ["integer", "null"]},
         "fallback": {"type": "array", "items": {"type": "string"}},
-        "key_token": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+        "key_token": {"type": "string"},
+        "display_code": {"type": "string", "description": "ARS only: the digits the user keys into the call"},
+        "created_at": {"type": "string", "format": "date-time"},
         "expires_at": {"type": ["string", "null"], "format": "date-time"}}},
     "Error": {"type": "object", "properties": {
         "error": {"type": "object", "properties": {

@@ -14,10 +14,10 @@ from aiohttp import web
 from machines import sms
 from machines.channels import MACHINES
 from machines.engine import NEW, Decision
-from machines.events import Cancel, Confirm, Event, IssuedCode, Redeem, Resend, Start, Tick
+from machines.events import Cancel, Confirm, Event, IssuedCode, Redeem, Resend, Tick
 from machines.record import Verification
 from machines.vocabulary import Channel, Code, Status
-from service.api import validation
+from service.api import channel_events, validation
 from service.api.errors import ApiError, invalid
 from service.crypto import new_code, token_id
 from service.engine import BusyError, Claim, ClaimTakenError, UnknownVerificationError
@@ -107,24 +107,25 @@ async def start_verification(request: web.Request) -> web.Response:
     shard = keys.shard_of(f"{client_id}\0{start.tx_id}" if start.tx_id else start.subject.phone)
     verification_id = keys.new_id(shard)
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
+    now = rt.clock.now_ms()
     try:
-        refusal = await rt.provider.check_subscriber(verification_id, start.channel, start.subject)
+        refusal = await channel_events.refusal_at_start(rt, start.channel, verification_id, start.subject, now)
     except ProviderError as exc:
         raise ApiError(Code.INTERNAL_ERROR, http_status=503, description=str(exc)) from None
-    now = rt.clock.now_ms()
     record = Verification(
         id=verification_id, client_id=client_id, channel=start.channel, state=NEW,
         status=Status.PENDING, version=0, definition="", created_at=now, tx_id=start.tx_id,
         callback_url=start.callback_url, service_name=start.service_name,
         subject=rt.secrets.seal(orjson.dumps(asdict(start.subject)), verification_id),
     )
-    issued = None if refusal else issue_code(rt, verification_id, 1)
+    event = channel_events.start_event(rt, start.channel, record, now, refusal,
+                                       lambda: issue_code(rt, verification_id, 1))
     claims: tuple[Claim, ...] = ()
     if start.tx_id:
-        live_ms = (rt.settings.sms.session_ttl_s + rt.settings.result_ttl_s + 60) * 1000
+        live_ms = (rt.settings.session_ttl_s(start.channel) + rt.settings.result_ttl_s + 60) * 1000
         claims = (Claim(keys.tx_claim(shard, client_id, start.tx_id), verification_id, live_ms),)
     try:
-        decision = await rt.engine.create(record, Start(now, issued_code=issued, refusal=refusal), claims)
+        decision = await rt.engine.create(record, event, claims)
     except ClaimTakenError:
         raise ApiError(Code.DUPLICATE_TX_ID) from None
     return render(rt, decision, success_status=201)
@@ -144,9 +145,12 @@ async def get_verification(request: web.Request) -> web.Response:
 @routes.post("/v1/verifications/{id}/confirm")
 async def confirm(request: web.Request) -> web.Response:
     rt = runtime(request)
-    code = validation.code(await json_body(request))
+    body = await json_body(request)
 
     async def event(record: Verification) -> Event:
+        if record.channel in channel_events.CODELESS:  # ARS, PASS: "has the user finished?"
+            return Confirm(rt.clock.now_ms())
+        code = validation.code(body)
         if record.channel is Channel.MOTP:
             return await Motp(rt.engine).confirm_event(record, code)
         code_hash = rt.secrets.code_hash(record.id, record.code_generation, code)
@@ -164,6 +168,8 @@ async def resend(request: web.Request) -> web.Response:
     rt = runtime(request)
 
     async def event(record: Verification) -> Event:
+        if record.channel in channel_events.CODELESS:
+            return channel_events.resend_event(rt, record, rt.clock.now_ms())
         return Resend(rt.clock.now_ms(), issue_code(rt, record.id, record.code_generation + 1))
 
     return render(rt, await transition(request, event, Code.UNKNOWN_FOR_RESEND))

@@ -34,3 +34,18 @@ class CarrierChecks(Protocol):
 class SmsGateway(Protocol):
     async def send_sms(self, reference: str, phone: str, text: str) -> None:
         """Deliver `text`; `reference` is an idempotency key (the same one twice sends once)."""
+
+
+# ---- ARS call centre and PASS gateway: they answer later, by signed webhook ----
+
+
+class CallCentre(Protocol):
+    async def place_call(self, reference: str, phone: str, display_code: str) -> None:
+        """Call `phone`; the user keys `display_code` into the call. The outcome arrives later as a
+        provider event naming `reference` (idempotency key: the same reference calls once)."""
+
+
+class PushGateway(Protocol):
+    async def send_push(self, reference: str, phone: str, service_name: str | None, timeout_s: int) -> None:
+        """Ask the PASS app on `phone` for an approval valid `timeout_s`; the answer arrives later as
+        a provider event naming `reference` (idempotency key)."""
