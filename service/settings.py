@@ -271,7 +271,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             min_age_years=_int(raw, "channels.pass.min_age_years", minimum=0),
         ),
         fallback=_fallback(raw),
-        webhook_url=_optional_str(raw, "providers.webhook_url"),
+        webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
     )
 
