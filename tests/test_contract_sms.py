@@ -469,6 +469,16 @@ class TestIdempotency:
         assert await record_count(api) == 1
         assert len(await sim_messages(api, "01012300015")) == 1
 
+    async def test_simultaneous_replays_do_the_work_once(self, api: Api):
+        """§2: the same Idempotency-Key and body never does the work twice, even sent at once."""
+        headers = {"Idempotency-Key": "contract-start-race"}
+        body = start_body("01012300083")
+        answers = await asyncio.gather(*(api.call("POST", "/v1/verifications", body, headers=headers)
+                                         for _ in range(8)))
+        assert 201 in {status for status, _ in answers}
+        assert await record_count(api) == 1
+        assert len(await sim_messages(api, "01012300083")) == 1
+
     async def test_same_key_different_body_is_409(self, api: Api):
         """§2: the same Idempotency-Key with a different body is a 409 and does nothing."""
         headers = {"Idempotency-Key": "contract-start-2"}
@@ -721,9 +731,9 @@ class TestStart:
         assert messages[0]["code"] in messages[0]["text"]
         assert len(messages[0]["code"]) == 6
 
-    async def test_optional_fields_are_accepted(self, api: Api):
+    async def test_optional_fields_are_accepted(self, api: Api, hook):
         """§4: tx_id, is_mvno, service_name and callback_url are optional fields of start."""
-        body = start_body("01012300036", tx_id="t-36", service_name="Acme", callback_url="https://example.com/h")
+        body = start_body("01012300036", tx_id="t-36", service_name="Acme", callback_url=hook.url)
         body["subject"]["is_mvno"] = True
         status, started = await api.call("POST", "/v1/verifications", body)
         assert status == 201
@@ -746,13 +756,24 @@ class TestStart:
         status, body = await api.call("POST", "/v1/verifications", start_body("01012300039", tx_id="dup-39"))
         assert answer(status, body) == (409, "4007", False)
 
-    @pytest.mark.parametrize("ending", ["completed", "canceled", "failed-4301", "expired-session"])
+    @pytest.mark.parametrize("ending", ["completed", "canceled", "canceled-verified", "failed-4301", "failed-4302",
+                                        "failed-2910", "expired-session", "expired-result"])
     async def test_tx_id_is_free_once_the_verification_ended(self, api: Api, clock, ending):
         """§4: only a live verification holds its tx_id."""
         end, _ = ENDINGS[ending]
         await end(api, clock, "01012300040", tx_id="dup-40")
         status, body = await api.call("POST", "/v1/verifications", start_body("01012300040", tx_id="dup-40"))
         assert status == 201, body
+
+    async def test_simultaneous_starts_with_one_tx_id_create_one_verification(self, api: Api):
+        """§4: of simultaneous starts with one tx_id, one is 201 and the others 409 4007."""
+        answers = await asyncio.gather(*(
+            api.call("POST", "/v1/verifications", start_body("01012300082", tx_id="race-82")) for _ in range(10)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [201] + [409] * 9
+        assert {error_of(body)["code"] for status, body in answers if status == 409} == {"4007"}
+        assert await record_count(api) == 1
+        assert len(await sim_messages(api, "01012300082")) == 1
 
     async def test_tx_id_belongs_to_its_client(self, api: Api):
         """§4: 4007 is about *this client's* live verification: another client may use the same tx_id."""
