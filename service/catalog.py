@@ -81,9 +81,19 @@ class Catalog:
 
 
 def pick_locale(accept_language: str | None) -> str:
-    """The first supported language the client names; Korean by default."""
-    for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().lower()[:2]
-        if tag in LOCALES:
-            return tag
-    return "ko"
+    """The supported language the client weighs highest (RFC 9110 q-values); Korean by default."""
+    best, best_weight = "ko", 0.0
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        weight = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = 0.0
+        language = tag.strip().lower()[:2]
+        # Ties go to the earlier entry: a tiny position penalty keeps the order stable.
+        if language in LOCALES and weight > 0 and weight - position * 1e-6 > best_weight:
+            best, best_weight = language, weight - position * 1e-6
+    return best

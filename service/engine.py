@@ -28,7 +28,7 @@ from machines.effects import (
     SendSms,
 )
 from machines.engine import Decision
-from machines.events import Event, SwitchChannel
+from machines.events import Event, SwitchChannel, Tick
 from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
 from service import motp_store
@@ -87,6 +87,8 @@ class Engine:
         """Commit a new verification; raises ClaimTakenError when its tx_id is live elsewhere."""
         decision = self.decide(record, event)
         result = await self.store.commit(self._ops(decision, None, claims))
+        if result.status is CommitStatus.TAKEN and await self._settle_holder(result.detail):
+            result = await self.store.commit(self._ops(decision, None, claims))
         if result.status is CommitStatus.TAKEN:
             raise ClaimTakenError(result.detail)
         if result.status is CommitStatus.CONFLICT:  # a 96-bit id collision: never in practice
@@ -94,6 +96,25 @@ class Engine:
         self.metrics.started.labels(record.channel.value).inc()
         self._observe(decision)
         return decision
+
+    async def _settle_holder(self, claim_key: str | None) -> bool:
+        """A claim's holder whose deadline passed but whose timer has not fired yet is expired
+        now (which releases the claim); True when the claim may be free."""
+        holder = await self.store.redis.get(claim_key) if claim_key else None
+        if holder is None:
+            return True
+        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        if self.keys.shard_of_id(holder_id) is None:
+            return False
+
+        async def tick(_: Verification) -> Event:
+            return Tick(self.clock.now_ms())
+
+        try:
+            decision = await self.apply(holder_id, tick)
+        except UnknownVerificationError:
+            return False
+        return not decision.record.is_live
 
     async def apply(
         self,

@@ -43,10 +43,18 @@ class PermanentFailureError(RuntimeError):
 
 
 def is_private_address(host: str) -> bool:
+    """Loopback, private, link-local or unspecified, in any notation a resolver accepts
+    (127.1, 2130706433 and 0x7f000001 are all 127.0.0.1), or a localhost name."""
+    name = host.strip("[]").lower()
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
     except ValueError:
-        return host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(".localhost")
+        try:  # the legacy IPv4 forms inet_aton reads: short, decimal, hex and octal
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return name in {"localhost", "localhost.localdomain"} or name.endswith(".localhost")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
 
 

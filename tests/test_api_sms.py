@@ -221,6 +221,21 @@ class TestIdempotency:
         assert (status, answer["error"]["code"]) == (409, "3002")
 
 
+    async def test_a_redeemed_result_is_replayed_briefly_and_sealed(self, api: Api):
+        """The replay of /v1/results (personal data) is sealed and kept about a minute, not a day."""
+        started = await api.start("01012129898")
+        code = await api.latest_code("01012129898")
+        _, verified = await api.call("POST", f"/v1/verifications/{started['id']}/confirm", {"code": code})
+        headers = {"Idempotency-Key": "redeem-once"}
+        first = await api.call("POST", "/v1/results", {"key_token": verified["key_token"]}, headers=headers)
+        again = await api.call("POST", "/v1/results", {"key_token": verified["key_token"]}, headers=headers)
+        assert first == again
+        assert first[0] == 200
+        slot = api.rt.engine.keys.idempotency("acme", "redeem-once")
+        assert 0 < await api.rt.store.redis.ttl(slot) <= 60
+        assert b"01012129898" not in await api.rt.store.redis.get(slot)
+
+
 class TestConcurrency:
     async def test_30_simultaneous_wrong_codes_count_exactly_to_the_cap(self, api: Api):
         """Two wrong codes get 4013, one gets 4301; the rest see the failed verification."""

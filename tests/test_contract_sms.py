@@ -1121,7 +1121,6 @@ class TestProviderWebhookSignature:
                                     headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)
 
-    @pytest.mark.xfail(strict=True, reason="contract §4/§6: POST /v1/providers/{provider}/events is not served (404 4001 'no such route')")
     @pytest.mark.parametrize("signature", ["none", "garbage", "wrong-secret", "stale", "future"])
     async def test_bad_signature_is_401(self, api: Api, signature):
         """§6: a signature older than 300 s, more than 300 s ahead, or not matching is 401 (and no key needed)."""
@@ -1141,7 +1140,6 @@ class TestProviderWebhookSignature:
         _, read = await api.call("GET", path(started["id"]))
         assert read == started
 
-    @pytest.mark.xfail(strict=True, reason="contract §7: POST /v1/providers/{provider}/events is not served (404 4001 'no such route')")
     async def test_signed_event_for_an_unknown_reference_is_a_200_no_op(self, api: Api):
         """§7: a validly signed event for an unknown verification, or a replayed event_id, is 200 and changes nothing."""
         event = {"event_id": "e-2", "type": "ars.result", "reference": UNKNOWN_ID, "code": "2000"}
@@ -1325,7 +1323,6 @@ class TestPrivateCallbacks:
 
 
 class TestPrivateCallbackNotations:
-    @pytest.mark.xfail(strict=True, reason="contract §7: short/decimal/hex/octal notations of loopback/private addresses are accepted at start (201)")
     @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f000001", "017700000001", "10.1"])
     async def test_other_notations_of_a_private_address_are_refused_at_start(self, api: Api, host):
         """§7: a callback_url whose host is a loopback/private address is refused at start (400 3001),
@@ -1338,7 +1335,6 @@ class TestPrivateCallbackNotations:
 
 
 class TestEveryErrorHasTheEnvelope:
-    @pytest.mark.xfail(strict=True, reason="contract §2: 405 answers are aiohttp's text/plain '405: Method Not Allowed', not the error envelope")
     @pytest.mark.parametrize(("method", "route"), [
         ("DELETE", path(UNKNOWN_ID)),
         ("GET", "/v1/results"),
@@ -1354,7 +1350,6 @@ class TestEveryErrorHasTheEnvelope:
         body = json.loads(raw)
         error_of(body)
 
-    @pytest.mark.xfail(strict=True, reason="contract §2: a body over 64 KiB is answered 413 text/plain 'Maximum request body size 65536 exceeded.'")
     async def test_oversized_body_has_the_envelope_and_creates_nothing(self, api: Api):
         """§2: every error is HTTP 4xx/5xx with the JSON error envelope (here an oversized start body)."""
         body = start_body("01012300075", service_name="x" * 200_000)
@@ -1378,7 +1373,6 @@ class TestEveryErrorHasTheEnvelope:
 
 
 class TestAcceptLanguageWeights:
-    @pytest.mark.xfail(strict=True, reason="contract §2: Accept-Language 'en;q=0.1, ko;q=0.9' answers English: q-weights are ignored")
     async def test_quality_values_rank_the_languages(self, api: Api):
         """§2: message is in the locale the Accept-Language header requests (its q-weights rank them)."""
         _, catalog = await api.call("GET", "/v1/catalog", key=None)
@@ -1389,7 +1383,6 @@ class TestAcceptLanguageWeights:
 
 
 class TestDeadlineWithoutTheTimer:
-    @pytest.mark.xfail(strict=True, reason="contract §4: past session_ttl_s, before the timer ran, the same tx_id is still 409 4007")
     async def test_tx_id_is_free_once_the_session_deadline_passed(self, api: Api, clock):
         """§4: 4007 only for a *live* verification; past session_ttl_s it is expired (a timer, not only on read)."""
         await api.start("01012300077", tx_id="late-77")
@@ -1438,7 +1431,6 @@ class TestNoPersonalDataLeftBehind:
         assert "홍길동".encode() not in blob
         assert b"01012300079" not in blob
 
-    @pytest.mark.xfail(strict=True, reason="contract §3: the Idempotency-Key replay cache keeps the /v1/results body (name, phone, birth) in plain text for 24 h")
     async def test_nothing_stored_holds_the_subject_after_an_idempotent_redeem(self, api: Api):
         """§3: personal data is deleted when the verification ends — also when results was called with
         an Idempotency-Key (the replay cache must not keep the subject)."""

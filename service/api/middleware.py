@@ -21,6 +21,10 @@ log = structlog.get_logger("veriflow.api")
 
 PUBLIC_V1 = ("/v1/catalog", "/v1/providers/")
 IDEMPOTENCY_TTL_S = 86_400
+# A redeemed result carries the person's data, which must not outlive the verification for
+# long: its replay is kept (sealed) just long enough for a client's retry.
+PERSONAL_DATA_REPLAY_TTL_S = 60
+PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
 IDEMPOTENCY_MISMATCH = "3002"
 IDEMPOTENCY_IN_PROGRESS = "3003"
 
@@ -36,10 +40,12 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     except ApiError as exc:
         return errors.render(exc, rt.catalog, language)
     except web.HTTPException as exc:
-        if exc.status == 404 and request.path.startswith("/v1"):  # noqa: PLR2004
-            return errors.render(ApiError(Code.UNKNOWN_VERIFICATION, description="no such route"),
-                                 rt.catalog, language)
-        raise
+        if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
+            raise
+        # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
+        code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
+        return errors.render(ApiError(code, http_status=exc.status, description=exc.reason),
+                             rt.catalog, language)
     except Exception:
         log.exception("api.unhandled")
         return errors.render(ApiError(Code.INTERNAL_ERROR), rt.catalog, language)
@@ -98,7 +104,8 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     body = response.body if isinstance(response.body, bytes) else b""
     # Sealed: answers carry personal data (results) and secrets (an mOTP enrolment's URI).
     record = {"fingerprint": fingerprint, "status": response.status, "sealed": rt.secrets.seal(body, slot)}
-    await redis.set(slot, orjson.dumps(record), ex=IDEMPOTENCY_TTL_S)
+    keep_s = PERSONAL_DATA_REPLAY_TTL_S if request.path in PERSONAL_DATA_ROUTES else IDEMPOTENCY_TTL_S
+    await redis.set(slot, orjson.dumps(record), ex=keep_s)
     return response
 
 
