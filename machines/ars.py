@@ -26,7 +26,6 @@ from machines.engine import (
     grant,
     model,
     open_session,
-    refusal_of,
     refused,
     reply,
     reply_last_code,
@@ -88,17 +87,12 @@ def fail_with_report(ev: EventData) -> None:
     fallback.end_offering_fallback(model(ev), found.code, found.detail_code)
 
 
-def fail_with_refusal(ev: EventData) -> None:
-    refusal = refusal_of(model(ev))
-    fallback.end_offering_fallback(model(ev), refusal.code, refusal.detail_code)
-
-
 PENDING_STATES = [CALLING, WRONG_DIGITS]
 
 TRANSITIONS: list[dict[str, Any]] = [
     *fallback.FALLBACK_TRANSITIONS,
     {"trigger": "start", "source": NEW, "dest": FAILED, "conditions": [refused],
-     "after": [fail_with_refusal]},
+     "after": [fallback.fail_with_refusal]},
     {"trigger": "start", "source": NEW, "dest": CALLING, "after": [open_call_session, place_call]},
     {"trigger": "confirm", "source": CALLING, "dest": None, "after": [reply(Code.ARS_NO_RESULT)]},
     {"trigger": "confirm", "source": WRONG_DIGITS, "dest": None, "after": [reply_last_code]},

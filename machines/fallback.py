@@ -38,6 +38,7 @@ from machines.engine import (
     Reply,
     finish,
     model,
+    refusal_of,
     reply,
 )
 from machines.events import SwitchChannel, Tick
@@ -136,3 +137,10 @@ def decide(
     assert event.start is not None  # noqa: S101 - offers_requested_channel checked it
     started = machines[target].decide(handed.record, event.start, policy_of(target))
     return Decision(record, started.record, started.reply, handed.effects + started.effects)
+
+
+def fail_with_refusal(ev: EventData) -> None:
+    """An upstream's refusal at start ends the verification, offering a fallback where one is
+    configured for that code."""
+    refusal = refusal_of(model(ev))
+    end_offering_fallback(model(ev), refusal.code, refusal.detail_code)

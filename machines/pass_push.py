@@ -83,11 +83,6 @@ def push_failed_at_start(ev: EventData) -> None:
     note_push_failed(model(ev), refusal_of(model(ev)).detail_code)
 
 
-def fail_with_refusal(ev: EventData) -> None:
-    refusal = refusal_of(model(ev))
-    fallback.end_offering_fallback(model(ev), refusal.code, refusal.detail_code)
-
-
 def push_generation(record: Verification) -> int:
     return record.push_generation
 
@@ -122,7 +117,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "start", "source": NEW, "dest": PUSH_FAILED, "conditions": [refused_push],
      "after": [open_push_session, push_failed_at_start]},
     {"trigger": "start", "source": NEW, "dest": FAILED, "conditions": [refused],
-     "after": [fail_with_refusal]},
+     "after": [fallback.fail_with_refusal]},
     {"trigger": "start", "source": NEW, "dest": PUSH_SENT, "after": [open_push_session, send_push]},
     {"trigger": "confirm", "source": PUSH_SENT, "dest": None, "after": [reply(Code.APP_NOT_FINISHED)]},
     {"trigger": "confirm", "source": PUSH_FAILED, "dest": None, "after": [reply_last_code]},

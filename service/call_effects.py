@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import structlog
 
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service.crypto import Secrets
 from service.outbox import Dispatcher
-from service.providers.ports import CallCentre, PushGateway, Subscriber
+from service.providers.ports import CallCentre, PushGateway
 from service.settings import Settings
 from service.store import Store
 
@@ -61,8 +60,7 @@ class CallAndPushEffects:
         return record
 
     def _phone(self, record: Verification) -> str:
-        assert record.subject is not None  # noqa: S101 - checked by _current
-        return Subscriber(**orjson.loads(self.secrets.unseal(record.subject, record.id))).phone
+        return self.secrets.subject(record).phone
 
     async def place_call(self, payload: dict[str, Any]) -> None:
         record = await self._current(payload, Channel.ARS, "call_generation")

@@ -12,9 +12,14 @@ import hashlib
 import hmac
 import os
 import secrets
+from dataclasses import asdict
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from machines.record import Verification
+from service.providers.ports import Subscriber
 
 NONCE_BYTES = 12
 
@@ -60,6 +65,15 @@ class Secrets:
         """A keyed hash of a personal value kept only to be compared (an mOTP user's name, phone)."""
         message = f"{context}|{value}".encode()
         return hmac.new(self._identity_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def subject(self, record: Verification) -> Subscriber:
+        """The verified person, unsealed from a record that still keeps them."""
+        if record.subject is None:
+            raise SealError(f"{record.id} keeps no subject")
+        return Subscriber(**orjson.loads(self.unseal(record.subject, record.id)))
+
+    def seal_subject(self, subscriber: Subscriber, verification_id: str) -> str:
+        return self.seal(orjson.dumps(asdict(subscriber)), verification_id)
 
     def seal(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(NONCE_BYTES)

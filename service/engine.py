@@ -81,21 +81,64 @@ class Engine:
         machine = MACHINES[record.channel]
         return machine.decide(record, event, self.settings.policy(record.channel))
 
-    async def create(
-        self, record: Verification, event: Event, claims: tuple[Claim, ...] = (),
-    ) -> Decision:
-        """Commit a new verification; raises ClaimTakenError when its tx_id is live elsewhere."""
+    def tx_claim(self, record: Verification) -> Claim | None:
+        """The claim that keeps a client's tx_id unique among its live verifications."""
+        if not record.tx_id:
+            return None
+        shard = self.keys.tx_shard(record.client_id, record.tx_id)
+        live_s = self.settings.session_ttl_s(record.channel) + self.settings.result_ttl_s + 60
+        return Claim(self.keys.tx_claim(shard, record.client_id, record.tx_id), record.id, live_s * 1000)
+
+    def _claim_in_slot(self, record: Verification) -> bool:
+        """Most verifications live in their tx_id's shard; an mOTP one lives in its user's."""
+        return record.tx_id is None or self.keys.tx_shard(record.client_id, record.tx_id) == shard_in(record.id)
+
+    async def create(self, record: Verification, event: Event) -> Decision:
+        """Commit a new verification; raises ClaimTakenError when its tx_id is live elsewhere.
+
+        A tx_id claim in the verification's own slot is taken by the commit itself; one in
+        another slot is reserved just before and given back if the commit does not happen."""
         decision = self.decide(record, event)
+        claim = self.tx_claim(record)
+        in_commit = () if claim is None or not self._claim_in_slot(record) else (claim,)
+        reserved = claim is not None and not in_commit
+        if reserved and claim is not None:
+            await self._reserve(claim)
+        try:
+            await self._commit_new(decision, in_commit)
+        except BaseException:
+            if reserved and claim is not None:
+                await self.store.release_claim(claim.key, claim.value)
+            raise
+        self.metrics.started.labels(record.channel.value).inc()
+        await self._after_commit(decision)
+        return decision
+
+    async def _commit_new(self, decision: Decision, claims: tuple[Claim, ...]) -> None:
         result = await self.store.commit(self._ops(decision, None, claims))
         if result.status is CommitStatus.TAKEN and await self._settle_holder(result.detail):
             result = await self.store.commit(self._ops(decision, None, claims))
         if result.status is CommitStatus.TAKEN:
             raise ClaimTakenError(result.detail)
         if result.status is CommitStatus.CONFLICT:  # a 96-bit id collision: never in practice
-            raise BusyError(record.id)
-        self.metrics.started.labels(record.channel.value).inc()
+            raise BusyError(decision.record.id)
+
+    async def _reserve(self, claim: Claim) -> None:
+        if await self.store.reserve_claim(claim.key, claim.value, claim.ttl_ms):
+            return
+        if await self._settle_holder(claim.key) and await self.store.reserve_claim(
+                claim.key, claim.value, claim.ttl_ms):
+            return
+        raise ClaimTakenError(claim.key)
+
+    async def _after_commit(self, decision: Decision) -> None:
+        """Give back a tx_id claimed outside the verification's slot (a crash before this leaves
+        it to its own expiry), and count the outcome."""
+        after = decision.record
+        claim = self.tx_claim(after)
+        if decision.ended and claim is not None and not self._claim_in_slot(after):
+            await self.store.release_claim(claim.key, claim.value)
         self._observe(decision)
-        return decision
 
     async def _settle_holder(self, claim_key: str | None) -> bool:
         """A claim's holder whose deadline passed but whose timer has not fired yet is expired
@@ -139,7 +182,7 @@ class Engine:
             taken = tuple(claims(decision)) if claims is not None else ()
             result = await self.store.commit(self._ops(decision, fired_timer, taken))
             if result.status is CommitStatus.OK:
-                self._observe(decision)
+                await self._after_commit(decision)
                 return decision
             if result.status is CommitStatus.TAKEN:
                 raise ClaimTakenError(result.detail)
@@ -179,15 +222,16 @@ class Engine:
                     entry = outbox_entry(effect, after_versioned)
                     if entry is not None:
                         ops.outbox.append(entry)
-        if decision.ended and after.tx_id:
-            ops.releases.append(self.keys.tx_claim(shard, after.client_id, after.tx_id))
+        claim = self.tx_claim(after)
+        if decision.ended and claim is not None and self._claim_in_slot(after):
+            ops.releases.append((claim.key, claim.value))
         return ops
 
     def _record_ttl_ms(self, record: Verification) -> int:
         """Live records outlast their deadline; finished ones stay readable for record_ttl_s."""
         keep_ms = self.settings.record_ttl_s * 1000
-        if not record.is_live:
-            return keep_ms
+        if not record.is_live:  # counted from its end, however late a later commit comes
+            return max((record.ended_at or self.clock.now_ms()) + keep_ms - self.clock.now_ms(), 1)
         deadline = record.result_expires_at if record.status is Status.VERIFIED else record.expires_at
         return max((deadline or 0) - self.clock.now_ms(), 0) + keep_ms
 

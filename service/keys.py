@@ -54,6 +54,10 @@ class Keys:
         """A provider event id, claimed in its verification's slot by the commit that acts on it."""
         return f"vf:{{{shard}}}:event:{digest(provider + chr(0) + event_id)}"
 
+    def tx_shard(self, client_id: str, tx_id: str) -> int:
+        """Where a client's tx_id is claimed: the same shard whatever the channel, so it is unique."""
+        return self.shard_of(f"{client_id}\0{tx_id}")
+
     def idempotency(self, client_id: str, key: str) -> str:
         tag = digest(client_id + chr(0) + key)
         return f"vf:{{idem:{tag}}}:response"

@@ -7,11 +7,11 @@ enough to compare a verification's subject with the registration.
 
 from __future__ import annotations
 
+import hmac
 import os
 import unicodedata
 from dataclasses import dataclass
 
-import orjson
 import structlog
 
 from machines import motp_user
@@ -23,7 +23,6 @@ from service import motp_store, totp
 from service.crypto import token_id
 from service.engine import BusyError, Engine, UnknownVerificationError
 from service.keys import motp_user_ref
-from service.providers.ports import Subscriber
 
 log = structlog.get_logger("veriflow.motp")
 
@@ -70,7 +69,10 @@ class Motp:
                 self.secrets.identity_hash(ref + "|phone", phone))
 
     def same_person(self, user: MotpUser, name: str, phone: str) -> bool:
-        return self.identity(user.ref, name, phone) == (user.name_hash, user.phone_hash)
+        name_hash, phone_hash = self.identity(user.ref, name, phone)
+        # Both compared, in constant time, whatever the first answer.
+        same_name = hmac.compare_digest(name_hash, user.name_hash)
+        return hmac.compare_digest(phone_hash, user.phone_hash) & same_name
 
     def _secret(self, user: MotpUser) -> bytes:
         return self.secrets.unseal(user.secret, f"motp|{user.ref}|{user.device}")
@@ -127,8 +129,7 @@ class Motp:
         user = await motp_store.load(self.store, ref)
         if user is None:
             raise unknown_user()
-        assert record.subject is not None  # noqa: S101 - a verified record keeps its subject
-        person = Subscriber(**orjson.loads(self.secrets.unseal(record.subject, record.id)))
+        person = self.secrets.subject(record)
         if not self.same_person(user, person.name, person.phone):
             raise MotpRefusalError(Code.MOTP_UNKNOWN_USER)
         # Spend the token first, through the engine's own redeem commit, then unlock. The two

@@ -10,8 +10,6 @@ reference (verification id + generation or version).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,10 +23,11 @@ from redis.exceptions import ResponseError
 
 from machines.vocabulary import Status
 from service import signing
+from service.callbacks import is_private_address
 from service.crypto import Secrets
 from service.keys import Keys
 from service.metrics import Metrics
-from service.providers.ports import SmsGateway, Subscriber
+from service.providers.ports import SmsGateway
 from service.settings import Settings
 from service.store import Store
 
@@ -36,26 +35,11 @@ log = structlog.get_logger("veriflow.outbox")
 
 GROUP = "dispatch"
 MAX_BACKOFF_MS = 300_000
+PENDING_PAGE = 100
 
 
 class PermanentFailureError(RuntimeError):
     """An effect that can never succeed (a refused callback address): dropped, not retried."""
-
-
-def is_private_address(host: str) -> bool:
-    """Loopback, private, link-local or unspecified, in any notation a resolver accepts
-    (127.1, 2130706433 and 0x7f000001 are all 127.0.0.1), or a localhost name."""
-    name = host.strip("[]").lower()
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
-    except ValueError:
-        try:  # the legacy IPv4 forms inet_aton reads: short, decimal, hex and octal
-            address = ipaddress.IPv4Address(socket.inet_aton(name))
-        except OSError:
-            return name in {"localhost", "localhost.localdomain"} or name.endswith(".localhost")
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
 
 
 def sms_text(service_name: str | None, code: str) -> str:
@@ -134,11 +118,22 @@ class Dispatcher:
 
     async def recover_once(self) -> int:
         """Claim entries whose delivery failed or whose dispatcher died, once their back-off passed."""
-        base = self.settings.outbox_retry_idle_ms
         jobs = []
         for stream in self.streams:
-            pending = await self.redis.xpending_range(stream, GROUP, min="-", max="+", count=100, idle=base)
-            for item in pending:
+            jobs += await self._recover_stream(stream)
+        await asyncio.gather(*jobs)
+        return len(jobs)
+
+    async def _recover_stream(self, stream: str) -> list[Awaitable[None]]:
+        """Page through the whole pending list: entries still backing off must not hide the due
+        ones behind them."""
+        base = self.settings.outbox_retry_idle_ms
+        jobs: list[Awaitable[None]] = []
+        start = "-"
+        while True:
+            page = await self.redis.xpending_range(stream, GROUP, min=start, max="+", count=PENDING_PAGE,
+                                                   idle=base)
+            for item in page:
                 deliveries = int(item["times_delivered"])
                 backoff = min(base * 2 ** (deliveries - 1), MAX_BACKOFF_MS)
                 if int(item["time_since_delivered"]) < backoff:
@@ -149,8 +144,9 @@ class Dispatcher:
                         jobs.append(self.handle(stream, _text(entry_id), fields, deliveries + 1))
                     else:
                         await self._done(stream, _text(entry_id))
-        await asyncio.gather(*jobs)
-        return len(jobs)
+            if len(page) < PENDING_PAGE:
+                return jobs
+            start = "(" + _text(page[-1]["message_id"])
 
     async def handle(self, stream: str, entry_id: str, fields: dict[Any, Any], deliveries: int) -> None:
         payload = orjson.loads(fields.get(b"e") or fields.get("e") or b"{}")
@@ -163,7 +159,7 @@ class Dispatcher:
                 log.warning("outbox.dropped", kind=kind, reason=str(exc))
                 self.metrics.effects.labels(kind, "dropped").inc()
             except Exception as exc:  # noqa: BLE001 - any failure is retried after a back-off
-                if deliveries < self.settings.callback_max_attempts:
+                if not self._give_up(kind, entry_id, deliveries):
                     log.warning("outbox.retry", kind=kind, deliveries=deliveries, error=repr(exc))
                     self.metrics.effects.labels(kind, "retry").inc()
                     return
@@ -174,6 +170,14 @@ class Dispatcher:
             finally:
                 structlog.contextvars.unbind_contextvars("verification_id")
         await self._done(stream, entry_id)
+
+    def _give_up(self, kind: str, entry_id: str, deliveries: int) -> bool:
+        """Callbacks are retried until a 2xx, for a bounded time; an SMS, a call or a push only a
+        few times (its session is over long before the last)."""
+        if kind == "notify":
+            created_ms = int(entry_id.partition("-")[0])
+            return time.time() * 1000 - created_ms > self.settings.callback_give_up_after_s * 1000
+        return deliveries >= self.settings.outbox_max_attempts
 
     async def _done(self, stream: str, entry_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -187,16 +191,16 @@ class Dispatcher:
         if record is None or record.status is not Status.PENDING or record.code_generation != generation:
             log.info("outbox.sms_superseded", generation=generation)
             return  # the verification ended or a newer code replaced this one: nothing to send
-        assert record.subject is not None  # noqa: S101 - a pending record keeps its subject
-        subject = Subscriber(**orjson.loads(self.secrets.unseal(record.subject, record.id)))
+        subject = self.secrets.subject(record)
         code = self.secrets.unseal(payload["code"], f"{record.id}|{generation}").decode()
         await self.sms.send_sms(f"{record.id}:{generation}", subject.phone, sms_text(record.service_name, code))
 
     async def notify(self, payload: dict[str, Any]) -> None:
         url = str(payload["url"])
         host = urlsplit(url).hostname or ""
-        if not self.settings.allow_private_callbacks and await self._resolves_private(host):
-            msg = "callback host resolves to a private address"
+        # An address in the URL is checked here; a name, by the session's resolver on connecting.
+        if not self.settings.allow_private_callbacks and is_private_address(host):
+            msg = "callback host is a private address"
             raise PermanentFailureError(msg)
         view = payload["view"]
         if view["status"] == Status.VERIFIED and payload.get("verified_at"):
@@ -215,19 +219,12 @@ class Dispatcher:
             signing.HEADER: signing.sign(secret, body, int(time.time())),
         }
         timeout = aiohttp.ClientTimeout(total=self.settings.callback_timeout_s)
-        async with self.http.post(url, data=body, headers=headers, timeout=timeout) as resp:
+        # Never follow a redirect: it could lead anywhere, the service's own network included.
+        async with self.http.post(url, data=body, headers=headers, timeout=timeout,
+                                  allow_redirects=False) as resp:
             if not 200 <= resp.status < 300:  # noqa: PLR2004
                 msg = f"callback answered {resp.status}"
                 raise RuntimeError(msg)
-
-    async def _resolves_private(self, host: str) -> bool:
-        if is_private_address(host):
-            return True
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
-            return False  # unresolvable: the POST fails and is retried
-        return any(is_private_address(str(info[4][0])) for info in infos)
 
     async def pending_count(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

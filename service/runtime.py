@@ -11,6 +11,7 @@ import aiohttp
 import structlog
 
 from service.call_effects import CallAndPushEffects
+from service.callbacks import callback_session
 from service.catalog import Catalog
 from service.clock import Clock, SystemClock
 from service.crypto import Secrets
@@ -44,6 +45,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.http.close()
+        await self.dispatcher.http.close()
         await self.store.redis.aclose()
 
 
@@ -80,7 +82,8 @@ async def build_runtime(
     provider.webhook_url = (settings.webhook_url
                             or f"http://127.0.0.1:{settings.port}/v1/providers/simulator/events")
     consumer = f"{socket.gethostname()}-{pysecrets.token_hex(4)}"
-    dispatcher = Dispatcher(store, settings, secret, provider, http, metrics, consumer)
+    callbacks = callback_session(allow_private=settings.allow_private_callbacks)
+    dispatcher = Dispatcher(store, settings, secret, provider, callbacks, metrics, consumer)
     CallAndPushEffects(store, settings, secret, provider, provider).register(dispatcher)
     return Runtime(
         settings=settings,

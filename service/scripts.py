@@ -8,7 +8,7 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # KEYS: 1 record hash, 2 timer set, 3 outbox stream, 4.. claim/release/companion keys
 # ARGV: expected version ("0": the record must not exist), new version, record ttl ms ("0": no
 #       expiry), then counted groups: n (field value)*, n field*, n (score member)*, n member*,
-#       n payload*, n (key-index value ttl-ms)*, n key-index*,
+#       n payload*, n (key-index value ttl-ms)*, n (key-index value)*,
 #       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*
 # The companion is a second hash in the same slot (an mOTP user beside its verification),
 # compare-and-set on its own version: both change in one step, or neither. A companion whose
@@ -31,7 +31,7 @@ local zadd_at, n_zadd = group(2)
 local zrem_at, n_zrem = group(1)
 local xadd_at, n_xadd = group(1)
 local claim_at, n_claim = group(3)
-local release_at, n_release = group(1)
+local release_at, n_release = group(2)
 
 local companion, companion_new, cset_at, n_cset, cdel_at, n_cdel
 if tonumber(ARGV[i] or '0') == 1 then
@@ -68,7 +68,11 @@ for c = 0, n_claim - 1 do
   local at = claim_at + c * 3
   redis.call('SET', KEYS[tonumber(ARGV[at])], ARGV[at + 1], 'PX', ARGV[at + 2])
 end
-for r = 0, n_release - 1 do redis.call('DEL', KEYS[tonumber(ARGV[release_at + r])]) end
+-- A claim is released only by its holder: after a claim's own expiry another may hold it.
+for r = 0, n_release - 1 do
+  local key = KEYS[tonumber(ARGV[release_at + r * 2])]
+  if redis.call('GET', key) == ARGV[release_at + r * 2 + 1] then redis.call('DEL', key) end
+end
 if companion then
   local cfields = {'version', companion_new}
   for f = 0, n_cset - 1 do
@@ -95,4 +99,11 @@ for _, member in ipairs(due) do
 end
 redis.call('ZADD', KEYS[1], 'XX', unpack(args))
 return due
+"""
+
+# Release a claim held outside a verification's slot, only if `value` still holds it.
+# KEYS: 1 claim. ARGV: holder value. Returns 1 when released.
+RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """

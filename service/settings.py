@@ -69,7 +69,8 @@ class Settings:
     record_ttl_s: int
     allow_private_callbacks: bool
     callback_timeout_s: float
-    callback_max_attempts: int
+    callback_give_up_after_s: int
+    outbox_max_attempts: int
     sms: SmsSettings
     shards: int
     timer_poll_ms: int
@@ -226,15 +227,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raw=raw,
         redis_url=redis_url,
         api_keys=parse_api_keys(keys_text) if keys_text else dict([DEV_CLIENT]),
-        api_keys_from_env=bool(keys_text),
+        # A published development value counts as unset, so its warning still shows.
+        api_keys_from_env=bool(keys_text) and DEV_CLIENT[1] not in (keys_text or ""),
         provider_secret=provider_secret or DEV_PROVIDER_SECRET,
-        provider_secret_from_env=bool(provider_secret),
+        provider_secret_from_env=bool(provider_secret) and provider_secret != DEV_PROVIDER_SECRET,
         secret_key=env.get("VERIFLOW_SECRET_KEY") or None,
         result_ttl_s=_int(raw, "result_ttl_s"),
         record_ttl_s=_int(raw, "record_ttl_s"),
         allow_private_callbacks=_bool(raw, "callbacks.allow_private_networks"),
         callback_timeout_s=_number(raw, "callbacks.timeout_s"),
-        callback_max_attempts=_int(raw, "callbacks.max_attempts"),
+        callback_give_up_after_s=_int(raw, "callbacks.give_up_after_s"),
+        outbox_max_attempts=_int(raw, "outbox.max_attempts"),
         sms=SmsSettings(
             session_ttl_s=_int(raw, "channels.sms.session_ttl_s"),
             max_verify_attempts=_int(raw, "channels.sms.max_verify_attempts"),

@@ -81,7 +81,7 @@ class CommitOps:
     timers_remove: list[str] = field(default_factory=list)
     outbox: list[bytes] = field(default_factory=list)
     claims: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, ttl ms
-    releases: list[str] = field(default_factory=list)
+    releases: list[tuple[str, str]] = field(default_factory=list)  # key, holder value
     companion: Companion | None = None
     persistent: bool = False  # the record never expires (an mOTP user written on its own)
 
@@ -102,11 +102,10 @@ class CommitOps:
         for key, value, ttl_ms in self.claims:
             keys.append(key)
             args += [len(keys), value, ttl_ms]
-        index_of_release = []
-        for key in self.releases:
+        args.append(len(self.releases))
+        for key, value in self.releases:
             keys.append(key)
-            index_of_release.append(len(keys))
-        args += [len(index_of_release), *index_of_release]
+            args += [len(keys), value]
         if self.companion is None:
             args.append(0)
         else:
@@ -131,6 +130,7 @@ class Store:
         self.keys = keys
         self._commit = client.register_script(scripts.COMMIT)
         self._claim = client.register_script(scripts.CLAIM_TIMERS)
+        self._release = client.register_script(scripts.RELEASE_CLAIM)
 
     async def load(self, verification_id: str) -> Verification | None:
         raw = await self.redis.hgetall(self.keys.record(verification_id))
@@ -147,6 +147,13 @@ class Store:
     async def claim_due_timers(self, shard: int, now_ms: int, lease_ms: int, batch: int) -> list[str]:
         members = await self._claim(keys=[self.keys.timers(shard)], args=[now_ms, lease_ms, batch])
         return [_text(m) for m in members]
+
+    async def reserve_claim(self, key: str, value: str, ttl_ms: int) -> bool:
+        """Take a claim outside any commit (one in another slot than its verification)."""
+        return bool(await self.redis.set(key, value, nx=True, px=ttl_ms))
+
+    async def release_claim(self, key: str, value: str) -> None:
+        await self._release(keys=[key], args=[value])
 
     async def drop_timer(self, shard: int, member: str) -> None:
         await self.redis.zrem(self.keys.timers(shard), member)

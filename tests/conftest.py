@@ -99,6 +99,7 @@ async def runtime(store_client: Any, clock: ManualClock) -> AsyncIterator[Runtim
                              store_info=StoreInfo("test", durable=False))
     yield rt
     await rt.http.close()
+    await rt.dispatcher.http.close()
 
 
 class Api:

@@ -39,7 +39,7 @@ class TestCommit:
         await store.commit(ops(0, fields={"state": "a", "gone": "x"}, timers_add=[(500, "t1"), (900, "t2")],
                                outbox=[b'{"kind":"sms"}'], claims=[(claim, VID, 30_000)]))
         await store.commit(ops(1, deleted=["gone"], timers_remove=["t1"], outbox=[b'{"kind":"notify"}'],
-                               releases=[claim]))
+                               releases=[(claim, VID)]))
         assert await store_client.hgetall(KEYS.record(VID)) == {b"version": b"2", b"state": b"s2"}
         assert await store_client.zrange(KEYS.timers(2), 0, -1, withscores=True) == [(b"t2", 900.0)]
         entries = await store_client.xrange(KEYS.outbox(2))

@@ -8,11 +8,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from machines.vocabulary import Status
 from service import signing
+from service.callbacks import PublicOnlyResolver, is_private_address
 from service.outbox import GROUP
 from tests.conftest import API_KEY, Api, free_port
 
@@ -144,3 +147,78 @@ class TestOutbox:
         path = f"/v1/verifications/{started['id']}/confirm"
         status, body = await api.call("POST", path, {"code": messages[0]["code"]})
         assert (status, body["status"]) == (200, "verified")
+
+
+class TestCallbackSafety:
+    async def test_a_redirect_is_never_followed(self, api: Api):
+        """A callback answering 307 to an internal address: not followed, retried later as failed."""
+        hits: list[str] = []
+
+        async def internal(request: web.Request) -> web.Response:
+            hits.append(request.path)
+            return web.Response(text="ok")
+
+        inner = web.Application()
+        inner.router.add_route("*", "/admin", internal)
+        inner_server = TestServer(inner, host="127.0.0.1", port=free_port())
+        await inner_server.start_server()
+
+        async def bounce(_: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(str(inner_server.make_url("/admin")))
+
+        outer = web.Application()
+        outer.router.add_post("/hook", bounce)
+        outer_server = TestServer(outer, host="127.0.0.1", port=free_port())
+        await outer_server.start_server()
+        try:
+            started = await api.start("01077770000", callback_url=str(outer_server.make_url("/hook")))
+            await api.call("POST", f"/v1/verifications/{started['id']}/cancel")
+            await api.rt.dispatcher.read_once(block_ms=1)
+            assert hits == []
+            assert await api.rt.dispatcher.pending_count() == 1, "kept for a retry"
+        finally:
+            await outer_server.close()
+            await inner_server.close()
+
+    async def test_the_resolver_refuses_names_of_private_addresses(self):
+        """Names are checked on the connection itself: localhost resolves to nothing usable."""
+        resolver = PublicOnlyResolver()
+        try:
+            with pytest.raises(OSError, match="no public address"):
+                await resolver.resolve("localhost", 80)
+        finally:
+            await resolver.close()
+
+    @pytest.mark.parametrize(("host", "private"), [
+        ("127.1", True), ("2130706433", True), ("0x7f000001", True), ("10.1", True),
+        ("100.64.0.1", True), ("169.254.169.254", True), ("[::1]", True), ("::ffff:127.0.0.1", True),
+        ("64:ff9b::7f00:1", True), ("localhost", True), ("8.8.8.8", False), ("example.com", False),
+    ])
+    def test_private_addresses_in_every_notation(self, host: str, private: bool):
+        """Every way of writing a non-public address is recognised."""
+        assert is_private_address(host) is private
+
+
+class TestRecoveryAtScale:
+    async def test_a_due_retry_behind_100_backed_off_entries_is_found(self, runtime, store_client, request):
+        """Recovery pages through the pending list: 100 entries still backing off do not hide a due
+        one behind them (real redis-server: it can set an entry's idle time and delivery count)."""
+        if "real" not in request.node.callspec.id:
+            pytest.skip("XCLAIM IDLE/RETRYCOUNT are needed to stage the back-offs")
+        dispatcher = runtime.dispatcher
+        await dispatcher.ensure_groups()
+        redis = runtime.store.redis
+        stream = runtime.store.keys.outbox(0)
+        backing_off = [await redis.xadd(stream, {"e": orjson.dumps({"kind": "notify", "n": n})}) for n in range(100)]
+        due = await redis.xadd(stream, {"e": orjson.dumps({"kind": "sms", "n": 100})})
+        await redis.xreadgroup(GROUP, "crashed", {stream: ">"}, count=1000)
+        await redis.xclaim(stream, GROUP, "crashed", 0, backing_off, idle=6000, retrycount=9)
+        await redis.xclaim(stream, GROUP, "crashed", 0, [due], idle=6000, retrycount=1)
+        done: list[int] = []
+
+        async def record(payload: dict[str, Any]) -> None:
+            done.append(payload["n"])
+
+        dispatcher.handlers.update({"sms": record, "notify": record})
+        assert await dispatcher.recover_once() == 1
+        assert done == [100]

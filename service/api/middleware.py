@@ -25,6 +25,9 @@ IDEMPOTENCY_TTL_S = 86_400
 # long: its replay is kept (sealed) just long enough for a client's retry.
 PERSONAL_DATA_REPLAY_TTL_S = 60
 PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
+# While the first request runs, the key is held only briefly: a process that dies mid-request
+# must not block the client's retry for a day.
+IN_PROGRESS_TTL_S = 60
 IDEMPOTENCY_MISMATCH = "3002"
 IDEMPOTENCY_IN_PROGRESS = "3003"
 
@@ -85,7 +88,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     slot = rt.engine.keys.idempotency(request[CLIENT_ID], key)
     fingerprint = hashlib.sha256(request.path.encode() + b"\0" + await request.read()).hexdigest()
     pending = orjson.dumps({"fingerprint": fingerprint})
-    if not await redis.set(slot, pending, nx=True, ex=IDEMPOTENCY_TTL_S):
+    if not await redis.set(slot, pending, nx=True, ex=IN_PROGRESS_TTL_S):
         stored = orjson.loads(await redis.get(slot) or pending)
         if not hmac.compare_digest(stored["fingerprint"], fingerprint):
             raise ApiError(IDEMPOTENCY_MISMATCH)

@@ -4,10 +4,8 @@ Confirm, read, cancel and redeem are the shared `/v1/verifications` routes."""
 from __future__ import annotations
 
 import io
-from dataclasses import asdict
 from typing import Any
 
-import orjson
 import segno
 import structlog
 from aiohttp import web
@@ -20,7 +18,7 @@ from machines.vocabulary import Channel, Code, Status
 from service.api import validation
 from service.api.errors import ApiError
 from service.api.routes import CLIENT_ID, json_body, render, runtime
-from service.engine import BusyError, Claim, ClaimTakenError
+from service.engine import BusyError, ClaimTakenError
 from service.jsonio import json_response
 from service.keys import motp_user_ref, motp_user_shard
 from service.motp import Motp, MotpRefusalError, unknown_user, user_view
@@ -59,16 +57,12 @@ async def start_verification(request: web.Request, body: dict[str, Any]) -> web.
         id=verification_id, client_id=client_id, channel=Channel.MOTP, state=NEW,
         status=Status.PENDING, version=0, definition="", created_at=now, tx_id=start.tx_id,
         callback_url=start.callback_url, service_name=start.service_name, motp_user=ref,
-        subject=rt.secrets.seal(orjson.dumps(asdict(start.subject)), verification_id),
+        subject=rt.secrets.seal_subject(start.subject, verification_id),
     )
-    claims: tuple[Claim, ...] = ()
-    if start.tx_id:
-        # The claim shares the user's slot: a tx_id is unique among the client's live
-        # verifications of that slot (all of this user's, and any others that hash there).
-        live_ms = (rt.settings.motp.session_ttl_s + rt.settings.result_ttl_s + 60) * 1000
-        claims = (Claim(keys.tx_claim(shard, client_id, start.tx_id), verification_id, live_ms),)
     try:
-        decision = await rt.engine.create(record, MotpStart(now, user=user, refusal=refusal), claims)
+        # The verification lives in its user's slot; the engine claims its tx_id in the tx_id's
+        # own shard, like every channel's, so a tx_id is unique across all of them.
+        decision = await rt.engine.create(record, MotpStart(now, user=user, refusal=refusal))
     except ClaimTakenError:
         raise ApiError(Code.DUPLICATE_TX_ID) from None
     except BusyError:

@@ -20,7 +20,7 @@ from machines.vocabulary import Channel, Code, Status
 from service.api import channel_events, validation
 from service.api.errors import ApiError, invalid
 from service.crypto import new_code, token_id
-from service.engine import BusyError, Claim, ClaimTakenError, UnknownVerificationError
+from service.engine import BusyError, ClaimTakenError, UnknownVerificationError
 from service.jsonio import json_response
 from service.motp import Motp
 from service.providers.ports import ProviderError, Subscriber
@@ -67,8 +67,7 @@ def issue_code(rt: Runtime, verification_id: str, generation: int) -> IssuedCode
 
 
 def subscriber_of(rt: Runtime, record: Verification) -> Subscriber:
-    assert record.subject is not None  # noqa: S101 - callers check the record is live
-    return Subscriber(**orjson.loads(rt.secrets.unseal(record.subject, record.id)))
+    return rt.secrets.subject(record)
 
 
 async def transition(
@@ -104,7 +103,7 @@ async def start_verification(request: web.Request) -> web.Response:
     )
     keys = rt.engine.keys
     # A tx_id's claim must share its verification's slot, so the tx_id picks the shard.
-    shard = keys.shard_of(f"{client_id}\0{start.tx_id}" if start.tx_id else start.subject.phone)
+    shard = keys.tx_shard(client_id, start.tx_id) if start.tx_id else keys.shard_of(start.subject.phone)
     verification_id = keys.new_id(shard)
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
     now = rt.clock.now_ms()
@@ -116,16 +115,12 @@ async def start_verification(request: web.Request) -> web.Response:
         id=verification_id, client_id=client_id, channel=start.channel, state=NEW,
         status=Status.PENDING, version=0, definition="", created_at=now, tx_id=start.tx_id,
         callback_url=start.callback_url, service_name=start.service_name,
-        subject=rt.secrets.seal(orjson.dumps(asdict(start.subject)), verification_id),
+        subject=rt.secrets.seal_subject(start.subject, verification_id),
     )
     event = channel_events.start_event(rt, start.channel, record, now, refusal,
                                        lambda: issue_code(rt, verification_id, 1))
-    claims: tuple[Claim, ...] = ()
-    if start.tx_id:
-        live_ms = (rt.settings.session_ttl_s(start.channel) + rt.settings.result_ttl_s + 60) * 1000
-        claims = (Claim(keys.tx_claim(shard, client_id, start.tx_id), verification_id, live_ms),)
     try:
-        decision = await rt.engine.create(record, event, claims)
+        decision = await rt.engine.create(record, event)
     except ClaimTakenError:
         raise ApiError(Code.DUPLICATE_TX_ID) from None
     return render(rt, decision, success_status=201)

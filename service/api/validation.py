@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from machines.vocabulary import Channel
 from service.api.errors import invalid
-from service.outbox import is_private_address
+from service.callbacks import is_private_address
 from service.providers.ports import Subscriber
 
 PHONE = re.compile(r"^01[016789]\d{7,8}$")
