@@ -28,6 +28,7 @@ from machines.pass_push import PUSH_RESULT
 from machines.vocabulary import Code
 from service import signing
 from service.catalog import Catalog
+from service.jsonio import json_response
 
 log = structlog.get_logger("veriflow.simulator")
 
@@ -120,7 +121,7 @@ class PhoneApps:
         body = await request.json()
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
         if reference in self.references:  # idempotent on the reference: one call per reference
-            return web.json_response({"code": None, "reference": reference})
+            return json_response({"code": None, "reference": reference})
         self.references.add(reference)
         for older in self.calls[phone]:
             if older.state == "ringing":
@@ -131,13 +132,13 @@ class PhoneApps:
         if magic is not None:
             call.state, call.outcome = "ended", magic[0]
             await self.report(call.webhook, CALL_RESULT, reference, *magic)
-        return web.json_response({"code": None, "reference": reference})
+        return json_response({"code": None, "reference": reference})
 
     async def send_push(self, request: web.Request) -> web.Response:
         body = await request.json()
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
         if reference in self.references:
-            return web.json_response({"code": None, "reference": reference})
+            return json_response({"code": None, "reference": reference})
         self.references.add(reference)
         for older in self.pushes[phone]:
             if older.current_state() == "waiting":
@@ -148,13 +149,13 @@ class PhoneApps:
         if magic is not None:
             push.state = "denied" if magic[0] == Code.APP_DENIED else "expired"
             await self.report(push.webhook, PUSH_RESULT, reference, *magic)
-        return web.json_response({"code": None, "reference": reference})
+        return json_response({"code": None, "reference": reference})
 
     # ---- the user's side ----
 
     async def read_calls(self, request: web.Request) -> web.Response:
         calls = self.calls.get(digits(request.match_info["phone"]), [])
-        return web.json_response({"calls": [
+        return json_response({"calls": [
             {"display_code": c.display_code, "state": c.state, "outcome": c.outcome} for c in calls]})
 
     async def keypad(self, request: web.Request) -> web.Response:
@@ -174,11 +175,11 @@ class PhoneApps:
             outcome = self._magic(phone, OUTCOMES_AT_KEYPAD) or (Code.SUCCESS.value, None)
         call.state, call.outcome = "ended", outcome[0]
         status = await self.report(call.webhook, CALL_RESULT, call.reference, *outcome)
-        return web.json_response({"outcome": outcome[0], "webhook_status": status})
+        return json_response({"outcome": outcome[0], "webhook_status": status})
 
     async def read_pushes(self, request: web.Request) -> web.Response:
         pushes = self.pushes.get(digits(request.match_info["phone"]), [])
-        return web.json_response({"pushes": [{"state": p.current_state()} for p in pushes]})
+        return json_response({"pushes": [{"state": p.current_state()} for p in pushes]})
 
     async def _answer(self, request: web.Request, state: str, outcome: tuple[str, str | None]) -> web.Response:
         phone = digits(request.match_info["phone"])
@@ -188,7 +189,7 @@ class PhoneApps:
         push = waiting[-1]
         push.state = state
         status = await self.report(push.webhook, PUSH_RESULT, push.reference, *outcome)
-        return web.json_response({"state": state, "webhook_status": status})
+        return json_response({"state": state, "webhook_status": status})
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._answer(request, "approved", (Code.SUCCESS.value, None))
@@ -198,4 +199,4 @@ class PhoneApps:
 
 
 def _no_call(text: str) -> web.Response:
-    return web.json_response({"error": text, "retry": True}, status=409)
+    return json_response({"error": text, "retry": True}, status=409)

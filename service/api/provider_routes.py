@@ -33,6 +33,7 @@ from service.api.errors import ApiError, invalid
 from service.api.routes import CLIENT_ID, issue_code, json_body, render, runtime, subscriber_of
 from service.call_effects import parse_reference
 from service.engine import BusyError, Claim, ClaimTakenError, UnknownVerificationError
+from service.jsonio import json_response
 from service.providers.ports import ProviderError
 
 log = structlog.get_logger("veriflow.providers")
@@ -56,7 +57,7 @@ def event_fields(raw: bytes) -> tuple[str, str, str, str, str | None]:
 
 
 def acknowledge(outcome: str, event_id: str | None) -> web.Response:
-    return web.json_response({"status": outcome, "event_id": event_id})
+    return json_response({"status": outcome, "event_id": event_id})
 
 
 @routes.post("/v1/providers/{provider}/events")
