@@ -20,6 +20,12 @@ from service.keys import Keys
 
 Redis = aioredis.Redis | RedisCluster
 
+# Redis runs one command at a time, so more connections add no throughput; a task that finds
+# them all busy waits for one (up to POOL_WAIT_S) instead of failing, as the default pool does
+# past its 100 connections (a timer batch of 500 would lose most of its firings to that).
+POOL_CONNECTIONS = 64
+POOL_WAIT_S = 10
+
 
 @dataclass(frozen=True, slots=True)
 class StoreInfo:
@@ -37,7 +43,8 @@ def connect(url: str | None) -> tuple[Any, StoreInfo]:
     if url.startswith("redis+cluster://"):
         cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
-    return aioredis.Redis.from_url(url), StoreInfo(f"Redis at {redact(url)}", durable=True)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_S)
+    return aioredis.Redis.from_pool(pool), StoreInfo(f"Redis at {redact(url)}", durable=True)
 
 
 def redact(url: str) -> str:
