@@ -122,11 +122,26 @@ class Store:
 
     async def commit(self, ops: CommitOps) -> CommitResult:
         keys, args = ops.script_args()
-        reply = await self._commit(keys=keys, args=args)
-        status = CommitStatus(_text(reply[0]))
-        if status is CommitStatus.TAKEN:
-            return CommitResult(status, keys[int(_text(reply[1])) - 1])
-        return CommitResult(status, _text(reply[1]) if len(reply) > 1 else None)
+        return _commit_result(await self._commit(keys=keys, args=args), keys)
+
+    async def load_many(self, verification_ids: Sequence[str]) -> list[Verification | None]:
+        """`load` for many records in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for verification_id in verification_ids:
+            pipe.hgetall(self.keys.record(verification_id))
+        return [from_fields(raw) if raw else None for raw in await pipe.execute()]
+
+    async def commit_many(self, batch: Sequence[CommitOps]) -> list[CommitResult]:
+        """`commit` for many decisions in one round trip; each is its own atomic script call."""
+        if not batch:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        all_keys = []
+        for ops in batch:
+            keys, args = ops.script_args()
+            all_keys.append(keys)
+            await self._commit(keys=keys, args=args, client=pipe)  # queued, sent by execute()
+        return [_commit_result(reply, keys) for reply, keys in zip(await pipe.execute(), all_keys, strict=True)]
 
     async def claim_due_timers(self, shard: int, now_ms: int, lease_ms: int, batch: int) -> list[str]:
         members = await self._claim(keys=[self.keys.timers(shard)], args=[now_ms, lease_ms, batch])
@@ -134,6 +149,10 @@ class Store:
 
     async def drop_timer(self, shard: int, member: str) -> None:
         await self.redis.zrem(self.keys.timers(shard), member)
+
+    async def drop_timers(self, shard: int, members: Sequence[str]) -> None:
+        if members:
+            await self.redis.zrem(self.keys.timers(shard), *members)
 
     async def count_timers(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
@@ -143,6 +162,13 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+
+def _commit_result(reply: Any, keys: list[str]) -> CommitResult:
+    status = CommitStatus(_text(reply[0]))
+    if status is CommitStatus.TAKEN:
+        return CommitResult(status, keys[int(_text(reply[1])) - 1])
+    return CommitResult(status, _text(reply[1]) if len(reply) > 1 else None)
 
 
 def _text(value: Any) -> str:
