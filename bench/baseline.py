@@ -1,7 +1,8 @@
 """The baseline: a bare aiohttp app that sends Redis exactly the commands veriflow sends for each
 step (the record's HGETALL, one EVALSHA of veriflow's own COMMIT script with arguments of the
 same shape and size, the same timer and outbox writes) and does nothing else: no validation,
-no state machine, no crypto, no provider calls. It is the limit of this stack.
+no state machine, no crypto, no provider calls. It is the limit of this stack: the same
+aiohttp server, redis-py client (with hiredis) and asyncio event loop as veriflow.
 
   python -m bench.baseline --port P --redis URL
 
@@ -18,7 +19,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import uvloop
 from aiohttp import web
 
 from service.keys import Keys
@@ -140,7 +140,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", default=os.environ.get("VERIFLOW_REDIS_URL"))
     args = parser.parse_args()
-    uvloop.install()
     web.run_app(build_app(args.redis), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

@@ -33,6 +33,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--timers", type=int, default=None, help="live verifications expiring together")
     run.add_argument("--timer-spread", type=float, default=None, help="seconds over which they expire")
     run.add_argument("--memory-sample", type=int, default=None, help="verifications created for memory")
+    run.add_argument("--repeat", type=int, default=None, help="measurements per pair (best kept)")
     run.add_argument("--seed-rate", type=float, default=2500, help="expected seeding rate (1/s)")
     run.add_argument("--api-processes", default="1,2", help="comma-separated API process counts")
     run.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios")
@@ -44,8 +45,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the sizes of a full or a quick run."""
-    full = {"requests": 6000, "seconds": 8.0, "timers": 100_000, "timer_spread": 50.0, "memory_sample": 100_000}
-    quick = {"requests": 1500, "seconds": 3.0, "timers": 10_000, "timer_spread": 10.0, "memory_sample": 10_000}
+    full = {"requests": 5000, "seconds": 5.0, "repeat": 2, "timers": 100_000, "timer_spread": 50.0, "memory_sample": 100_000}
+    quick = {"requests": 1500, "seconds": 3.0, "repeat": 1, "timers": 10_000, "timer_spread": 10.0, "memory_sample": 10_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -127,15 +128,20 @@ def render(report: dict[str, Any]) -> str:
         rows = [[r["scenario"], r["api_processes"], r["concurrency"],
                  r["baseline"]["rps"], r["baseline"]["p50_ms"], r["baseline"]["p99_ms"],
                  r["veriflow"]["rps"], r["veriflow"]["p50_ms"], r["veriflow"]["p99_ms"],
-                 r["ratio"]["rps"], r["ratio"]["p99"], r["baseline"]["errors"] + r["veriflow"]["errors"]]
+                 r["ratio"]["rps"], r["ratio"]["p99"], r["baseline"]["api_cpu_ms_per_request"],
+                 r["veriflow"]["api_cpu_ms_per_request"], r["ratio"]["api_cpu_per_request"],
+                 r["baseline"]["errors"] + r["veriflow"]["errors"],
+                 max(r["baseline"]["foreign_cpu_s"], r["veriflow"]["foreign_cpu_s"])]
                 for r in report["load"]]
         parts.append(table(rows, ["scenario", "api", "conc", "base/s", "base p50", "base p99", "vf/s",
-                                  "vf p50", "vf p99", "rps ratio", "p99 ratio", "errors"]))
+                                  "vf p50", "vf p99", "rps ratio", "p99 ratio", "base cpu ms",
+                                  "vf cpu ms", "cpu ratio", "errors", "foreign cpu s"]))
     if "memory" in report:
-        sms = report["memory"]["sms"]
-        parts.append(table([["sms", sms["record_encoding"], sms["record_hash"], sms["timer_member"],
-                             sms["tx_claim"], sms["memory_usage_total"], sms["used_memory_growth"]]],
-                           ["channel", "encoding", "record", "timer", "tx claim", "MEMORY USAGE", "used_memory/verif."]))
+        rows = [[name, m["hash_max_listpack_value"], m["record_encoding"], m["record_hash"], m["timer_member"],
+                 m["tx_claim"], m["memory_usage_total"], m["used_memory_growth"], m["sample"]]
+                for name, m in report["memory"].items()]
+        parts.append(table(rows, ["channel", "listpack value", "encoding", "record", "timer", "tx claim",
+                                  "MEMORY USAGE", "used_memory/verif.", "sample"]))
     if "timers" in report:
         t = report["timers"]
         parts.append(table([[t["verifications"], t["lag_ms"]["p50"], t["lag_ms"]["p99"], t["lag_ms"]["max"],

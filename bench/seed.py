@@ -73,10 +73,13 @@ async def create_many(rt: Runtime, starts_ms: Iterable[int], *, tx_id: bool = Fa
     return created
 
 
-async def drop_outboxes(rt: Runtime) -> None:
+async def drop_outboxes(rt: Runtime, *, delete: bool = False) -> None:
     """Forget the seeded SMS deliveries: the benchmark measures steps, not the gateway. Trimmed,
-    not deleted, so that a running dispatcher keeps its consumer group."""
+    so that a running dispatcher keeps its consumer group, or deleted when none runs."""
     pipe = rt.store.redis.pipeline(transaction=False)
     for stream in rt.engine.keys.all_outboxes():
-        pipe.xtrim(stream, maxlen=0)
+        if delete:
+            pipe.delete(stream)
+        else:
+            pipe.xtrim(stream, maxlen=0)
     await pipe.execute()
