@@ -42,8 +42,8 @@ def connect(url: str | None) -> tuple[Any, StoreInfo]:
     if url.startswith("redis+cluster://"):
         cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
-    client = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS)
-    return client, StoreInfo(f"Redis at {redact(url)}", durable=True)
+    single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS)
+    return single, StoreInfo(f"Redis at {redact(url)}", durable=True)
 
 
 def redact(url: str) -> str:
