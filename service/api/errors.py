@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from service.catalog import Catalog, pick_locale
@@ -47,4 +48,5 @@ def render(error: ApiError, catalog: Catalog, accept_language: str | None) -> we
     }
     if error.verification is not None:
         body["verification"] = error.verification
-    return web.json_response(body, status=error.http_status or entry.http_status)
+    return web.Response(body=orjson.dumps(body), status=error.http_status or entry.http_status,
+                        content_type="application/json", charset="utf-8")
