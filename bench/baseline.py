@@ -53,8 +53,10 @@ def commit_args(version: int, ttl_ms: int, fields: dict[str, str], deleted: tupl
 
 
 def keys_of(verification_id: str) -> list[str]:
+    """The record, the shard's timer set, and an outbox stream of the same slot that veriflow's
+    dispatcher does not read (its entries are the baseline's, not real SMS)."""
     shard = int(verification_id[:4], 16)
-    return [KEYS.record(verification_id), KEYS.timers(shard), KEYS.outbox(shard)]
+    return [KEYS.record(verification_id), KEYS.timers(shard), f"vf:{{{shard}}}:baseline-outbox"]
 
 
 class Baseline:

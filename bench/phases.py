@@ -137,7 +137,10 @@ def measure_once(stack: Stack, kind: str, scenario: str, api_count: int, concurr
         ours_before = own_cpu_seconds(stack)
         api_before = sum(procs.cpu_seconds(p.pid) for p in started)
         busy_before = procs.machine_busy_seconds()
+        calls_before = command_calls(stack.redis_url)
         result = run_load(stack, spec)
+        result["redis_commands_per_request"] = client_commands(
+            calls_before, command_calls(stack.redis_url), result["requests"])
         api_cpu = sum(procs.cpu_seconds(p.pid) for p in started) - api_before
         result["api_cpu_ms_per_request"] = round(api_cpu * 1000 / max(result["requests"], 1), 4)
         # CPU that processes of this run did not use: other work on the machine during the run.
@@ -147,6 +150,18 @@ def measure_once(stack: Stack, kind: str, scenario: str, api_count: int, concurr
         for process in started:
             stack.processes.stop_one(process)
     return result
+
+
+CLIENT_COMMANDS = ("hgetall", "evalsha", "xreadgroup", "xack", "xdel")
+
+
+def client_commands(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
+    """Commands sent by the service's clients per request (a flow: per whole flow), from INFO
+    commandstats. Commands run inside scripts are left out, and so are the timer worker's idle
+    claims (one EVALSHA running one ZRANGEBYSCORE each, per shard every poll)."""
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in (*CLIENT_COMMANDS, "zrangebyscore")}
+    delta["evalsha"] -= delta.pop("zrangebyscore")
+    return {name: round(count / max(requests, 1), 2) for name, count in delta.items()}
 
 
 def own_cpu_seconds(stack: Stack) -> float:
@@ -185,6 +200,7 @@ def measure_timers(stack: Stack, count: int, spread_s: float, session_ttl_s: int
     fired by the real timer worker (`python -m service worker`) in its own process."""
     config = timers_config(stack.workdir, session_ttl_s)
     env = stack.env(config)
+    asyncio.run(_flush(stack.redis_url))  # only these verifications' timers may be pending
     seeding_s = count / stack.options.seed_rate
     first_deadline = time.time() + seeding_s + 5
     deadlines = [int((first_deadline + spread_s * n / count) * 1000) for n in range(count)]
@@ -218,6 +234,14 @@ def measure_timers(stack: Stack, count: int, spread_s: float, session_ttl_s: int
     }
 
 
+async def _flush(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+
+
 async def _seed_timers(env: dict[str, str], deadlines: list[int], session_ttl_s: int,
                        first_index: int) -> list[tuple[str, str]]:
     rt = await seed.runtime(env)
@@ -231,8 +255,13 @@ async def _seed_timers(env: dict[str, str], deadlines: list[int], session_ttl_s:
 
 
 def _hgetall_calls(url: str) -> int:
+    return command_calls(url).get("hgetall", 0)
+
+
+def command_calls(url: str) -> dict[str, int]:
+    """How many times Redis ran each command so far (INFO commandstats)."""
     stats = asyncio.run(_redis_info(url, "commandstats"))
-    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+    return {name.removeprefix("cmdstat_").lower(): int(value["calls"]) for name, value in stats.items()}
 
 
 async def _wait_for_timers(url: str, timeout_s: float) -> int:
