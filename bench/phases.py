@@ -37,7 +37,7 @@ class Stack:
 
     def phones(self, count: int) -> list[str]:
         first, self.next_phone = self.next_phone, self.next_phone + count
-        return [f"010{n:08d}" for n in range(first, first + count)]
+        return [seed.plain_phone(n) for n in range(first, first + count)]
 
 
 def load_spec(kind: str, scenario: str, targets: list[str], items: list[dict[str, Any]], concurrency: int,
@@ -87,6 +87,7 @@ async def seed_confirms(stack: Stack, count: int) -> list[tuple[str, str]]:
         made = await seed.create_many(rt, [now] * count, first_index=stack.next_phone)
         stack.next_phone += count
         await seed.drop_outboxes(rt)
+        await asyncio.sleep(1)  # let the dispatcher finish what it took before the trim
     finally:
         await rt.close()
     return made
@@ -248,7 +249,7 @@ async def _seed_timers(env: dict[str, str], deadlines: list[int], session_ttl_s:
     try:
         made = await seed.create_many(rt, [d - session_ttl_s * 1000 for d in deadlines],
                                       first_index=first_index)
-        await seed.drop_outboxes(rt)
+        await seed.drop_outboxes(rt, delete=True)  # the worker starts afterwards
     finally:
         await rt.close()
     return made

@@ -20,15 +20,35 @@ from machines.events import IssuedCode, Start
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service import settings as settings_module
+from service.catalog import Catalog
 from service.engine import Claim
 from service.providers.ports import Subscriber
 from service.runtime import Runtime, build_runtime
+from service.simulator import magic_outcome
 
 CHUNK = 64
 
 
+CATALOG = Catalog.load()
+EVERY_CODE = {entry.code for entry in CATALOG.entries}
+
+
+def is_magic(phone: str) -> bool:
+    """Whether the simulator would answer this number with a refusal (contract section 5)."""
+    return magic_outcome(phone, EVERY_CODE, CATALOG) is not None
+
+
+def plain_phone(index: int) -> str:
+    """The `index`-th phone number that no simulator rule refuses (010 + 8 digits)."""
+    phone = f"010{index:08d}"
+    while is_magic(phone):
+        index += 100_000_000 // 7  # another number, still 8 digits after 010 for small indexes
+        phone = f"010{index % 100_000_000:08d}"
+    return phone
+
+
 def subject(index: int) -> Subscriber:
-    return Subscriber(name="홍길동", birth="19900101", gender_digit="1", phone=f"010{index:08d}",
+    return Subscriber(name="홍길동", birth="19900101", gender_digit="1", phone=plain_phone(index),
                       carrier="SKT", is_mvno=False)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import baseline, cli, phases, procs, stats
+from bench import baseline, cli, phases, procs, seed, stats
 from service.store import CommitOps
 
 
@@ -104,3 +104,13 @@ def test_load_spec_names_everything_the_generator_needs() -> None:
     assert spec["max_seconds"] == options.seconds
     assert spec["concurrency"] == 8
     assert spec["api_key"] == procs.API_KEY
+
+
+def test_benchmark_phones_are_never_magic() -> None:
+    """A magic number would make the simulator refuse a step (4022 at confirm, 2910 at start)."""
+    assert seed.is_magic("01000004022")
+    assert seed.is_magic("01000002910")
+    phones = [seed.plain_phone(n) for n in range(12_000)]
+    assert not any(seed.is_magic(phone) for phone in phones)
+    assert len(set(phones)) == len(phones)
+    assert all(len(phone) == 11 and phone.startswith("010") for phone in phones)
