@@ -20,6 +20,7 @@ from bench.stats import table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("confirm-wrong", "confirm-right", "flow")
+DISTURBED_CPU_S = 0.5  # CPU used outside the run during a measurement, above which it is flagged
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the sizes of a full or a quick run."""
     full = {"requests": 4000, "seconds": 4.0, "repeat": 2, "timers": 100_000, "timer_spread": 50.0,
             "memory_sample": 20_000}
-    quick = {"requests": 1500, "seconds": 3.0, "repeat": 1, "timers": 10_000, "timer_spread": 10.0,
+    quick = {"requests": 1000, "seconds": 2.0, "repeat": 1, "timers": 10_000, "timer_spread": 10.0,
              "memory_sample": 5_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
@@ -109,9 +110,14 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
     saturated = [r for r in report.get("load", []) if r["scenario"] == "confirm-wrong" and r["concurrency"] > 1]
     for row in saturated:
         name = f"confirm_api{row['api_processes']}"
-        out[name] = {"rps_ratio": row["ratio"]["rps"], "rps_target": 0.8, "p99_ratio": row["ratio"]["p99"],
-                     "p99_target": 1.5,
-                     "met": (row["ratio"]["rps"] or 0) >= 0.8 and (row["ratio"]["p99"] or 99) <= 1.5}
+        # On a shared machine a run that other work slowed down can flatter either side, so the
+        # throughput ratio must agree with the one implied by the API's CPU per request.
+        cpu_ratio = row["ratio"]["api_cpu_per_request"]
+        implied = round(1 / cpu_ratio, 3) if cpu_ratio else None
+        disturbed = max(row["baseline"]["foreign_cpu_s"], row["veriflow"]["foreign_cpu_s"]) > DISTURBED_CPU_S
+        out[name] = {"rps_ratio": row["ratio"]["rps"], "rps_ratio_from_cpu": implied, "rps_target": 0.8,
+                     "p99_ratio": row["ratio"]["p99"], "p99_target": 1.5, "disturbed": disturbed,
+                     "met": min(row["ratio"]["rps"] or 0, implied or 0) >= 0.8 and (row["ratio"]["p99"] or 99) <= 1.5}
     if "timers" in report:
         timers = report["timers"]
         out["timers"] = {"lag_p99_ms": timers["lag_ms"]["p99"], "target_ms": 1000,
@@ -119,11 +125,16 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
                          "met": timers["lag_ms"]["p99"] <= 1000 and timers["exactly_once"]}
     if "memory" in report:
         sms = report["memory"]["sms"]
-        growth = [sms["used_memory_growth"]]
-        if "timers" in report:  # used_memory growth over all the timers phase's verifications
-            growth.append(report["timers"]["used_memory_growth_per_verification"])
-        worst = max(*growth, sms["memory_usage_total"])
-        out["memory_sms"] = {"bytes": worst, "target": 1024, "met": worst <= 1024}
+        # used_memory growth from the largest sample: small ones are dominated by the moments
+        # Redis's key tables happen to double.
+        samples = [(sms["sample"], sms["used_memory_growth"])]
+        if "timers" in report:
+            timers = report["timers"]
+            samples.append((timers["verifications"], timers["used_memory_growth_per_verification"]))
+        sample, growth = max(samples)
+        worst = max(growth, sms["memory_usage_total"])
+        out["memory_sms"] = {"memory_usage": sms["memory_usage_total"], "used_memory_growth": growth,
+                             "over": sample, "target": 1024, "met": worst <= 1024}
     return out
 
 

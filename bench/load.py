@@ -142,11 +142,16 @@ async def execute(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     spec = orjson.loads(Path(argv[0]).read_bytes())
+    loop_factory = asyncio.new_event_loop
     if spec.get("uvloop"):
-        import uvloop  # noqa: PLC0415
+        try:  # a faster client when it is installed: the load generator should not be the limit
+            import uvloop  # noqa: PLC0415
 
-        uvloop.install()
-    result = asyncio.run(execute(spec))
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        result = runner.run(execute(spec))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

@@ -87,7 +87,7 @@ async def seed_confirms(stack: Stack, count: int) -> list[tuple[str, str]]:
         made = await seed.create_many(rt, [now] * count, first_index=stack.next_phone)
         stack.next_phone += count
         await seed.drop_outboxes(rt)
-        await asyncio.sleep(1)  # let the dispatcher finish what it took before the trim
+        await asyncio.sleep(min(1.0, count / 2000))  # let the dispatcher finish what it took before the trim
     finally:
         await rt.close()
     return made
