@@ -6,6 +6,7 @@ Lua), so it works on a machine with no Redis installed; its state does not survi
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,14 +125,19 @@ class Store:
         return _commit_result(await self._commit(keys=keys, args=args), keys)
 
     async def load_many(self, verification_ids: Sequence[str]) -> list[Verification | None]:
-        """`load` for many records in one round trip."""
+        """`load` for many records in one round trip (on a cluster: one call each, concurrently)."""
+        if isinstance(self.redis, RedisCluster):
+            return list(await asyncio.gather(*(self.load(v) for v in verification_ids)))
         pipe = self.redis.pipeline(transaction=False)
         for verification_id in verification_ids:
             pipe.hgetall(self.keys.record(verification_id))
         return [from_fields(raw) if raw else None for raw in await pipe.execute()]
 
     async def commit_many(self, batch: Sequence[CommitOps]) -> list[CommitResult]:
-        """`commit` for many decisions in one round trip; each is its own atomic script call."""
+        """`commit` for many decisions in one round trip; each is its own atomic script call. On a
+        cluster, where a pipeline spans slots and nodes, one call each, concurrently."""
+        if isinstance(self.redis, RedisCluster):
+            return list(await asyncio.gather(*(self.commit(ops) for ops in batch)))
         if not batch:
             return []
         pipe = self.redis.pipeline(transaction=False)
