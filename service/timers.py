@@ -64,17 +64,19 @@ class TimerWorker:
         Should the batch fail as a whole (a malformed member, an undefined transition), each
         timer is fired on its own, so that one bad timer cannot hold back the others."""
         now = self.clock.now_ms()
-        requests = []
+        requests, lags = [], []
         try:
             for member in members:
                 verification_id, kind, due_ms = parse_timer_member(member)
-                self.metrics.timer_lag_seconds.observe(max(now - due_ms, 0) / 1000)
+                lags.append(max(now - due_ms, 0) / 1000)
                 requests.append((verification_id, self._expire(TimerKind(kind)), member))
             decisions = await self.engine.apply_batch(requests)
         except Exception:
             log.exception("timers.batch_failed")
             await asyncio.gather(*(self.fire(shard, member) for member in members))
             return
+        for lag in lags:
+            self.metrics.timer_lag_seconds.observe(lag)
         idle = [member for member, decision in zip(members, decisions, strict=True)
                 if decision is None or not decision.changed]
         await self.store.drop_timers(shard, idle)  # nothing left to do for these
