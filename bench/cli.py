@@ -166,6 +166,9 @@ def render(report: dict[str, Any]) -> str:
                             "exactly once"]))
     parts.append(table([[name, json.dumps({k: v for k, v in t.items() if k != "met"}), t["met"]]
                         for name, t in report["targets"].items()], ["target", "measured", "met"]))
+    if report["options"].get("quick"):
+        parts.append("A quick run is a smoke check: its short measurements weigh warm-up and noise\n"
+                     "far more than a full run's, so its ratios are indicative only.")
     return "\n\n".join(parts)
 
 
