@@ -190,6 +190,36 @@ class Engine:
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # noqa: S311 - jitter
         raise BusyError(verification_id)
 
+    async def apply_batch(
+        self, requests: Sequence[tuple[str, Callable[[Verification], Event], str | None]],
+    ) -> list[Decision | None]:
+        """`apply` to many verifications in two round trips, one pipelined read and one pipelined
+        commit (each commit still its own compare-and-set). Each request is (verification id,
+        event builder, fired timer). A verification that lost a race goes through `apply` again
+        on its own; an unknown one answers None."""
+        records = await self.store.load_many([verification_id for verification_id, _, _ in requests])
+        decisions: list[Decision | None] = [None] * len(requests)
+        pending: list[tuple[int, Decision, CommitOps]] = []
+        for index, ((_, build_event, fired_timer), record) in enumerate(zip(requests, records, strict=True)):
+            if record is None:
+                continue
+            decision = decisions[index] = self.decide(record, build_event(record))
+            if decision.changed:
+                pending.append((index, decision, self._ops(decision, fired_timer, ())))
+        results = await self.store.commit_many([ops for _, _, ops in pending])
+        for (index, decision, _), result in zip(pending, results, strict=True):
+            if result.status is CommitStatus.OK:
+                await self._after_commit(decision)
+                continue
+            self.metrics.commit_conflicts.inc()
+            verification_id, build_event, fired_timer = requests[index]
+            try:
+                decisions[index] = await self.apply(verification_id, _awaitable(build_event),
+                                                    fired_timer=fired_timer)
+            except UnknownVerificationError:
+                decisions[index] = None
+        return decisions
+
     def _ops(self, decision: Decision, fired_timer: str | None, claims: tuple[Claim, ...]) -> CommitOps:
         before, after = decision.before, decision.record
         version = before.version + 1
@@ -267,3 +297,10 @@ def outbox_entry(effect: Effect, record: Verification) -> bytes | None:
 
 def _with_version(record: Verification, version: int) -> Verification:
     return replace(record, version=version)
+
+
+def _awaitable(build_event: Callable[[Verification], Event]) -> Callable[[Verification], Awaitable[Event]]:
+    async def build(record: Verification) -> Event:
+        return build_event(record)
+
+    return build

@@ -1,0 +1,105 @@
+"""Creating verifications fast, through veriflow's own engine (decide + the COMMIT script), for
+the steps that need live ones ready: confirm calls and timers at scale.
+
+A seeded verification is what `POST /v1/verifications` commits, minus the carrier's subscriber
+check (an HTTP call that changes nothing stored): same record, same timer, same outbox entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from machines.engine import NEW
+from machines.events import IssuedCode, Start
+from machines.record import Verification
+from machines.vocabulary import Channel, Status
+from service import settings as settings_module
+from service.catalog import Catalog
+from service.engine import Claim
+from service.providers.ports import Subscriber
+from service.runtime import Runtime, build_runtime
+from service.simulator import magic_outcome
+
+CHUNK = 64
+
+
+CATALOG = Catalog.load()
+EVERY_CODE = {entry.code for entry in CATALOG.entries}
+
+
+def is_magic(phone: str) -> bool:
+    """Whether the simulator would answer this number with a refusal (contract section 5)."""
+    return magic_outcome(phone, EVERY_CODE, CATALOG) is not None
+
+
+def plain_phone(index: int) -> str:
+    """The `index`-th phone number that no simulator rule refuses (010 + 8 digits)."""
+    phone = f"010{index:08d}"
+    while is_magic(phone):
+        index += 100_000_000 // 7  # another number, still 8 digits after 010 for small indexes
+        phone = f"010{index % 100_000_000:08d}"
+    return phone
+
+
+def subject(index: int) -> Subscriber:
+    return Subscriber(name="홍길동", birth="19900101", gender_digit="1", phone=plain_phone(index),
+                      carrier="SKT", is_mvno=False)
+
+
+async def runtime(env: Mapping[str, str]) -> Runtime:
+    return await build_runtime(settings_module.load(env))
+
+
+async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool) -> tuple[str, str]:
+    """One live SMS verification started at `now_ms`; returns its id and its code."""
+    keys, client = rt.engine.keys, next(iter(rt.settings.api_keys))
+    tx = f"tx-{index:010d}-{secrets.token_hex(4)}" if tx_id else None
+    person = subject(index)
+    shard = keys.shard_of(f"{client}\0{tx}" if tx else person.phone)
+    vid = keys.new_id(shard)
+    code = f"{secrets.randbelow(10**6):06d}"
+    record = Verification(
+        id=vid, client_id=client, channel=Channel.SMS, state=NEW, status=Status.PENDING, version=0,
+        definition="", created_at=now_ms, tx_id=tx,
+        subject=rt.secrets.seal(orjson.dumps(asdict(person)), vid),
+    )
+    issued = IssuedCode(code_hash=rt.secrets.code_hash(vid, 1, code),
+                        sealed_code=rt.secrets.seal(code.encode(), f"{vid}|1"))
+    claims: tuple[Claim, ...] = ()
+    if tx:
+        live_ms = (rt.settings.sms.session_ttl_s + rt.settings.result_ttl_s + 60) * 1000
+        claims = (Claim(keys.tx_claim(shard, client, tx), vid, live_ms),)
+    await rt.engine.create(record, Start(now_ms, issued_code=issued, refusal=None), claims)
+    return vid, code
+
+
+async def create_many(rt: Runtime, starts_ms: Iterable[int], *, tx_id: bool = False,
+                      first_index: int = 0) -> list[tuple[str, str]]:
+    """Verifications started at each of `starts_ms`, `CHUNK` commits in flight at a time."""
+    created: list[tuple[str, str]] = []
+    batch: list[Any] = []
+    for offset, start in enumerate(starts_ms):
+        batch.append(create_one(rt, first_index + offset, start, tx_id=tx_id))
+        if len(batch) == CHUNK:
+            created += await asyncio.gather(*batch)
+            batch = []
+    created += await asyncio.gather(*batch)
+    return created
+
+
+async def drop_outboxes(rt: Runtime, *, delete: bool = False) -> None:
+    """Forget the seeded SMS deliveries: the benchmark measures steps, not the gateway. Trimmed,
+    so that a running dispatcher keeps its consumer group, or deleted when none runs."""
+    pipe = rt.store.redis.pipeline(transaction=False)
+    for stream in rt.engine.keys.all_outboxes():
+        if delete:
+            pipe.delete(stream)
+        else:
+            pipe.xtrim(stream, maxlen=0)
+    await pipe.execute()
