@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
 from typing import Any
-
-import orjson
 
 from machines.engine import NEW
 from machines.events import IssuedCode, Start
@@ -21,7 +18,6 @@ from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service import settings as settings_module
 from service.catalog import Catalog
-from service.engine import Claim
 from service.providers.ports import Subscriber
 from service.runtime import Runtime, build_runtime
 from service.simulator import magic_outcome
@@ -61,21 +57,17 @@ async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool) -> tu
     keys, client = rt.engine.keys, next(iter(rt.settings.api_keys))
     tx = f"tx-{index:010d}-{secrets.token_hex(4)}" if tx_id else None
     person = subject(index)
-    shard = keys.shard_of(f"{client}\0{tx}" if tx else person.phone)
+    shard = keys.tx_shard(client, tx) if tx else keys.shard_of(person.phone)
     vid = keys.new_id(shard)
     code = f"{secrets.randbelow(10**6):06d}"
     record = Verification(
         id=vid, client_id=client, channel=Channel.SMS, state=NEW, status=Status.PENDING, version=0,
         definition="", created_at=now_ms, tx_id=tx,
-        subject=rt.secrets.seal(orjson.dumps(asdict(person)), vid),
+        subject=rt.secrets.seal_subject(person, vid),
     )
     issued = IssuedCode(code_hash=rt.secrets.code_hash(vid, 1, code),
                         sealed_code=rt.secrets.seal(code.encode(), f"{vid}|1"))
-    claims: tuple[Claim, ...] = ()
-    if tx:
-        live_ms = (rt.settings.sms.session_ttl_s + rt.settings.result_ttl_s + 60) * 1000
-        claims = (Claim(keys.tx_claim(shard, client, tx), vid, live_ms),)
-    await rt.engine.create(record, Start(now_ms, issued_code=issued, refusal=None), claims)
+    await rt.engine.create(record, Start(now_ms, issued_code=issued, refusal=None))  # claims the tx_id
     return vid, code
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from machines.channels import SMS
 from machines.effects import ArmTimer, DisarmTimer, Notify, SendSms
-from machines.engine import NEW, Decision, UndefinedTransitionError
+from machines.engine import NEW, Decision, Flow, UndefinedTransitionError, deadline_passed
 from machines.events import (
     Cancel,
     Confirm,
@@ -276,3 +276,17 @@ class TestExhaustive:
             if record.status.is_terminal:
                 assert record.subject is None
                 assert record.code_hash is None
+
+
+class TestDeadlineGate:
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from([started, verified, completed, failed, expired, canceled]),
+           st.integers(min_value=T0, max_value=T0 + 2_000_000))
+    def test_expire_changes_nothing_while_no_deadline_passed(self, make, now):
+        """The hot-path gate is exact: when no deadline has passed, `expire` is a no-op."""
+        record = make()
+        if deadline_passed(record, now):
+            return
+        flow = Flow(state=record.state, record=record, event=Tick(now), policy=POLICY)
+        SMS._fire(flow, "expire")
+        assert (flow.state, flow.record, flow.effects) == (record.state, record, [])
