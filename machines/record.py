@@ -69,12 +69,17 @@ _INT_FIELDS = {
 }
 
 
+# A field at its default is not stored (reading fills the default in): every live
+# verification is a hash in Redis, and most channel fields are zero for most of them.
+_DEFAULTS = {f.name: f.default for f in _FIELDS.values() if f.default is not dataclasses.MISSING}
+
+
 def to_fields(record: Verification) -> dict[str, str]:
-    """The record as a Redis hash: every present value as a string."""
+    """The record as a Redis hash: every value that is not its field's default, as a string."""
     out: dict[str, str] = {}
     for name in _FIELDS:
         value = getattr(record, name)
-        if value is not None:
+        if value is not None and (name not in _DEFAULTS or value != _DEFAULTS[name]):
             out[name] = str(value)
     return out
 
