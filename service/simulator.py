@@ -1,9 +1,16 @@
 """The provider simulator, mounted under `/sim`: carriers and an SMS gateway that run offline.
 
-The service reaches it over HTTP through `providers.simulator.SimulatorProvider`, exactly as
-it would reach a real upstream. Magic phone numbers (contract section 5) produce each
-upstream outcome where the real one would happen; any other number is a healthy subscriber.
-State lives in this process's memory.
+The service reaches it over HTTP through its provider adapters, exactly as it would reach a
+real upstream. Magic phone numbers (contract section 5) produce each upstream outcome where the
+real one would happen; any other number is a healthy subscriber. State lives in this process's
+memory.
+
+What a person (or a test) uses, as `veriflow serve` mounts it:
+- `GET /sim/sms?phone=…`: the SMS texts delivered to that phone, oldest first;
+- `GET /sim/ars/{phone}`, `POST /sim/ars/{phone}/keypad`: the call ringing, and keying digits into it;
+- `GET /sim/pass/{phone}`, `POST /sim/pass/{phone}/approve` and `/deny`: the PASS app's pushes.
+The call centre and the app (`service.simulator_phone`) report outcomes to the service's
+webhook, signed with the provider secret, over real HTTP.
 """
 
 from __future__ import annotations
