@@ -92,7 +92,8 @@ class TimerWorker:
         try:
             verification_id, kind, due_ms = parse_timer_member(member)
         except ValueError:
-            log.exception("timers.malformed", member=member)  # left leased: it comes due again
+            log.exception("timers.malformed", member=member)
+            await self.store.drop_timer(shard, member)  # no verification can ever claim it
             return
         structlog.contextvars.bind_contextvars(verification_id=verification_id)
         try:
