@@ -39,6 +39,8 @@ def mask_personal_data(_: Any, __: str, event: MutableMapping[str, Any]) -> Muta
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """JSON lines to stdout (or `stream`, for tests, which then must not be cached)."""
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
+    # transitions reports every callback at INFO: noise in the logs, and a cost on every request.
+    logging.getLogger("transitions").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -96,6 +96,9 @@ class TestEmbeddedDefault:
             status, verified = await call(session, "POST", f"{base}/v1/verifications/{started['id']}/confirm",
                                           "dev-key-change-me", {"code": messages[0]["code"]})
             assert (status, verified["status"]) == (200, "verified")
+        lines = [line for line in serve.output().splitlines() if line and not line.startswith("veriflow: ")]
+        assert lines, "the service logs"
+        assert all(line.startswith("{") for line in lines), "every log line is JSON"
 
 
 class TestCrash:
