@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from machines.engine import NEW
+from machines.core import NEW
 from machines.events import IssuedCode, Start
 from machines.record import Verification
 from machines.vocabulary import Channel, Status

@@ -16,23 +16,11 @@ from typing import Any
 from transitions import EventData
 
 from machines import fallback, reports
+from machines.common import grant, open_session, refused, reply, reply_last_code, resends_remain, spend_resend
+from machines.core import FAILED, FINISHED_STATES, NEW, VERIFIED, Reply, model
 from machines.effects import PlaceCall
-from machines.engine import (
-    FAILED,
-    FINISHED_STATES,
-    NEW,
-    VERIFIED,
-    Reply,
-    grant,
-    model,
-    open_session,
-    refused,
-    reply,
-    reply_last_code,
-)
 from machines.events import CallAgain, NewCall, ProviderReport, StartCall
 from machines.record import Verification
-from machines.sms import resends_remain, spend_resend
 from machines.vocabulary import Code
 
 CALLING = "calling"

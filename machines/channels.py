@@ -1,9 +1,10 @@
-"""The channel machines, built once at import."""
+"""The channel machines, built once at import and registered by channel."""
 
 from __future__ import annotations
 
 from machines import ars, motp, pass_push, sms
-from machines.engine import ChannelMachine, common_transitions, reply, reply_read
+from machines.common import common_transitions, reply, reply_read
+from machines.core import ChannelMachine
 from machines.vocabulary import Channel, Code, Status
 
 SMS = ChannelMachine(
@@ -19,25 +20,6 @@ SMS = ChannelMachine(
         ),
     ],
 )
-
-MOTP = ChannelMachine(
-    Channel.MOTP,
-    pending={motp.AWAITING_CODE: Status.PENDING},
-    transitions=[
-        *motp.TRANSITIONS,
-        *common_transitions(
-            [motp.AWAITING_CODE],
-            expiry_code=Code.UNKNOWN_VERIFICATION,  # the 7-minute session of the source catalog
-            confirm_when_verified=reply(Code.NOT_CONFIRMABLE, 409),
-            resend_when_verified=reply(Code.ALREADY_COMPLETED, 409),
-        ),
-    ],
-)
-
-MACHINES: dict[Channel, ChannelMachine] = {Channel.SMS: SMS}
-MACHINES[Channel.MOTP] = MOTP
-
-# ---- ARS and PASS ----
 
 ARS = ChannelMachine(
     Channel.ARS,
@@ -67,4 +49,20 @@ PASS = ChannelMachine(
     ],
 )
 
-MACHINES.update({Channel.ARS: ARS, Channel.PASS: PASS})
+MOTP = ChannelMachine(
+    Channel.MOTP,
+    pending={motp.AWAITING_CODE: Status.PENDING},
+    transitions=[
+        *motp.TRANSITIONS,
+        *common_transitions(
+            [motp.AWAITING_CODE],
+            expiry_code=Code.UNKNOWN_VERIFICATION,  # the 7-minute session of the source catalog
+            confirm_when_verified=reply(Code.NOT_CONFIRMABLE, 409),
+            resend_when_verified=reply(Code.ALREADY_COMPLETED, 409),
+        ),
+    ],
+)
+
+MACHINES: dict[Channel, ChannelMachine] = {
+    Channel.SMS: SMS, Channel.ARS: ARS, Channel.PASS: PASS, Channel.MOTP: MOTP,
+}

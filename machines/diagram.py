@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from machines.engine import NEW, ChannelMachine
+from machines.core import NEW, ChannelMachine
 
 
 def _names(value: Any) -> list[str]:

@@ -159,10 +159,8 @@ TRIGGERS: dict[type[Event], str] = {
     Redeem: "redeem",
     MotpStart: "start",
     MotpConfirm: "confirm",
-}
-TRIGGERS.update({
     StartCall: "start",
     CallAgain: "resend",
     ProviderReport: "report",
     SwitchChannel: "fallback",
-})
+}

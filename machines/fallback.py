@@ -26,8 +26,8 @@ from typing import Any
 
 from transitions import EventData
 
-from machines.effects import ArmTimer, DisarmTimer
-from machines.engine import (
+from machines.common import finish, refusal_of, reply
+from machines.core import (
     FAILED,
     FINISHED_STATES,
     NEW,
@@ -36,11 +36,9 @@ from machines.engine import (
     Decision,
     Flow,
     Reply,
-    finish,
     model,
-    refusal_of,
-    reply,
 )
+from machines.effects import ArmTimer, DisarmTimer
 from machines.events import SwitchChannel, Tick
 from machines.record import Policy, Verification
 from machines.vocabulary import Channel, Code, TimerKind

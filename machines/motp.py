@@ -21,21 +21,9 @@ from typing import Any
 from transitions import EventData
 
 from machines import motp_user
+from machines.common import fail_with, fail_with_refusal, grant, open_session, refused, reply
+from machines.core import FAILED, NEW, VERIFIED, Flow, Reply, model
 from machines.effects import SaveMotpUser
-from machines.engine import (
-    FAILED,
-    NEW,
-    VERIFIED,
-    Flow,
-    Reply,
-    fail_with,
-    fail_with_refusal,
-    grant,
-    model,
-    open_session,
-    refused,
-    reply,
-)
 from machines.motp_user import MotpUser
 from machines.vocabulary import Code
 

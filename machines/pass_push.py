@@ -16,22 +16,9 @@ from typing import Any
 from transitions import EventData
 
 from machines import fallback, reports
+from machines.common import grant, open_session, refusal_of, refused, reply, reply_last_code
+from machines.core import FAILED, FINISHED_STATES, NEW, VERIFIED, Flow, Reply, model
 from machines.effects import ArmTimer, DisarmTimer, SendPush
-from machines.engine import (
-    FAILED,
-    FINISHED_STATES,
-    NEW,
-    VERIFIED,
-    Flow,
-    Reply,
-    grant,
-    model,
-    open_session,
-    refusal_of,
-    refused,
-    reply,
-    reply_last_code,
-)
 from machines.events import ProviderReport
 from machines.record import Verification
 from machines.vocabulary import Code, TimerKind

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from transitions import EventData
 
-from machines.engine import Reply, model
+from machines.core import Reply, model
 from machines.events import ProviderReport
 from machines.record import Verification
 

@@ -13,20 +13,18 @@ from typing import Any
 
 from transitions import EventData
 
-from machines.effects import SendSms
-from machines.engine import (
-    FAILED,
-    NEW,
-    VERIFIED,
-    Reply,
+from machines.common import (
     fail_with,
     fail_with_refusal,
     grant,
-    model,
     open_session,
     refusal_of,
     refused,
+    resends_remain,
+    spend_resend,
 )
+from machines.core import FAILED, NEW, VERIFIED, Reply, model
+from machines.effects import SendSms
 from machines.events import Confirm, IssuedCode
 from machines.record import Verification
 from machines.vocabulary import Code
@@ -51,10 +49,6 @@ def attempts_remain(ev: EventData) -> bool:
     return (model(ev).record.attempts_left or 0) > 1
 
 
-def resends_remain(ev: EventData) -> bool:
-    return (model(ev).record.resends_left or 0) > 0
-
-
 def send_new_code(ev: EventData) -> None:
     """Replace the code: only the newest one is accepted from now on."""
     flow = model(ev)
@@ -64,11 +58,6 @@ def send_new_code(ev: EventData) -> None:
     flow.update(code_generation=generation, code_hash=issued.code_hash)
     flow.effects.append(SendSms(generation, issued.sealed_code))
     flow.reply = Reply()
-
-
-def spend_resend(ev: EventData) -> None:
-    flow = model(ev)
-    flow.update(resends_left=(flow.record.resends_left or 0) - 1)
 
 
 def count_wrong_code(ev: EventData) -> None:

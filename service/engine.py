@@ -27,7 +27,7 @@ from machines.effects import (
     SendPush,
     SendSms,
 )
-from machines.engine import Decision
+from machines.core import Decision
 from machines.events import Event, SwitchChannel, Tick
 from machines.record import Verification, changed_fields
 from machines.vocabulary import Status

@@ -8,8 +8,8 @@ import pytest
 
 from machines.ars import CALL_OUTCOMES, CALL_RESULT, CALLING, WRONG_DIGITS
 from machines.channels import ARS
+from machines.core import NEW, Decision, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, PlaceCall
-from machines.engine import NEW, Decision, UndefinedTransitionError
 from machines.events import (
     CallAgain,
     Cancel,

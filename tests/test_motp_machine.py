@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from machines import motp_user
 from machines.channels import MOTP
+from machines.core import NEW, Decision, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, SaveMotpUser
-from machines.engine import NEW, Decision, UndefinedTransitionError
 from machines.events import Cancel, Event, MotpConfirm, MotpStart, Redeem, Refusal, Resend, Tick, TimerFired
 from machines.motp import AWAITING_CODE
 from machines.motp_user import MotpUser

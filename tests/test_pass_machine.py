@@ -10,8 +10,8 @@ import pytest
 from machines import fallback
 from machines.age import birth_date, is_younger_than
 from machines.channels import MACHINES, PASS, SMS
+from machines.core import NEW, Decision, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, SendPush, SendSms
-from machines.engine import NEW, Decision, UndefinedTransitionError
 from machines.events import (
     Cancel,
     Confirm,

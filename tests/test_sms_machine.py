@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.channels import SMS
+from machines.core import NEW, Decision, Flow, UndefinedTransitionError, deadline_passed
 from machines.effects import ArmTimer, DisarmTimer, Notify, SendSms
-from machines.engine import NEW, Decision, Flow, UndefinedTransitionError, deadline_passed
 from machines.events import (
     Cancel,
     Confirm,

@@ -10,7 +10,7 @@ import segno
 import structlog
 from aiohttp import web
 
-from machines.engine import NEW
+from machines.core import NEW
 from machines.events import MotpStart
 from machines.motp_user import MotpUser
 from machines.record import Verification

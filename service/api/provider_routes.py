@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from machines.channels import MACHINES
-from machines.engine import Decision
+from machines.core import Decision
 from machines.events import Event, ProviderReport, SwitchChannel, Tick
 from machines.record import Verification
 from machines.vocabulary import Channel, Code

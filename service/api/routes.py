@@ -13,7 +13,7 @@ from aiohttp import web
 
 from machines import sms
 from machines.channels import MACHINES
-from machines.engine import NEW, Decision
+from machines.core import NEW, Decision
 from machines.events import Cancel, Confirm, Event, IssuedCode, Redeem, Resend, Tick
 from machines.record import Verification
 from machines.vocabulary import Channel, Code, Status
