@@ -21,8 +21,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from service.keys import Keys
-from service.scripts import COMMIT
+from service.store.keys import Keys
+from service.store.scripts import COMMIT
 
 REDIS = web.AppKey("redis", Any)
 KEYS = Keys(16)

@@ -329,7 +329,7 @@ async def _memory_sample(stack: Stack, rt: Any, sample: int, *, listpack_value: 
     stack.next_phone += sample
     await seed.drop_outboxes(rt, delete=True)  # delivered SMS leave nothing behind
     growth = ((await client.info("memory"))["used_memory"] - before) / sample
-    keys = rt.engine.keys
+    keys = rt.store.keys
     probe = made[:: max(len(made) // 1000, 1)]
     records = [await client.memory_usage(keys.record(vid), samples=0) for vid, _ in probe]
     timers = sum([await client.memory_usage(k, samples=0) or 0 for k in keys.all_timers()])

@@ -20,7 +20,7 @@ from service import settings as settings_module
 from service.catalog import Catalog
 from service.providers.ports import Subscriber
 from service.runtime import Runtime, build_runtime
-from service.simulator import magic_outcome
+from service.simulator.magic import magic_outcome
 
 CHUNK = 64
 
@@ -54,7 +54,7 @@ async def runtime(env: Mapping[str, str]) -> Runtime:
 
 async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool) -> tuple[str, str]:
     """One live SMS verification started at `now_ms`; returns its id and its code."""
-    keys, client = rt.engine.keys, next(iter(rt.settings.api_keys))
+    keys, client = rt.store.keys, next(iter(rt.settings.api_keys))
     tx = f"tx-{index:010d}-{secrets.token_hex(4)}" if tx_id else None
     person = subject(index)
     shard = keys.tx_shard(client, tx) if tx else keys.shard_of(person.phone)
@@ -67,7 +67,7 @@ async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool) -> tu
     )
     issued = IssuedCode(code_hash=rt.secrets.code_hash(vid, 1, code),
                         sealed_code=rt.secrets.seal(code.encode(), f"{vid}|1"))
-    await rt.engine.create(record, Start(now_ms, issued_code=issued, refusal=None))  # claims the tx_id
+    await rt.transactor.create(record, Start(now_ms, issued_code=issued, refusal=None))  # claims the tx_id
     return vid, code
 
 
@@ -89,7 +89,7 @@ async def drop_outboxes(rt: Runtime, *, delete: bool = False) -> None:
     """Forget the seeded SMS deliveries: the benchmark measures steps, not the gateway. Trimmed,
     so that a running dispatcher keeps its consumer group, or deleted when none runs."""
     pipe = rt.store.redis.pipeline(transaction=False)
-    for stream in rt.engine.keys.all_outboxes():
+    for stream in rt.store.keys.all_outboxes():
         if delete:
             pipe.delete(stream)
         else:

@@ -73,5 +73,7 @@ class Code(StrEnum):
     APP_UNDER_AGE = "6751"
     PUSH_FAILED = "6752"
     # service-defined
+    IDEMPOTENCY_MISMATCH = "3002"
+    IDEMPOTENCY_IN_PROGRESS = "3003"
     BAD_SIGNATURE = "3004"
     FALLBACK_NOT_OFFERED = "3005"

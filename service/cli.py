@@ -17,7 +17,7 @@ from service.api.app import build_app
 from service.catalog import Catalog
 from service.runtime import Runtime, build_runtime
 from service.settings import ConfigError, Settings
-from service.simulator import Simulator
+from service.simulator.app import Simulator
 
 log = structlog.get_logger("veriflow")
 

@@ -70,7 +70,7 @@ class Secrets:
         """The verified person, unsealed from a record that still keeps them."""
         if record.subject is None:
             raise SealError(f"{record.id} keeps no subject")
-        return Subscriber(**orjson.loads(self.unseal(record.subject, record.id)))
+        return Subscriber(**orjson.loads(self.unseal(record.subject, record.id)))  # the id is its context
 
     def seal_subject(self, subscriber: Subscriber, verification_id: str) -> str:
         return self.seal(orjson.dumps(asdict(subscriber)), verification_id)
@@ -85,6 +85,24 @@ class Secrets:
             return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
         except (InvalidTag, ValueError) as exc:
             raise SealError(context) from exc
+
+
+# What a sealed value is bound to: unsealing it under any other context fails.
+
+
+def code_context(verification_id: str, generation: int) -> str:
+    """An SMS code of one generation, sealed in the outbox entry that delivers it."""
+    return f"{verification_id}|{generation}"
+
+
+def call_context(verification_id: str, generation: int) -> str:
+    """The digits of one ARS call, sealed in the outbox entry that places it."""
+    return f"{verification_id}|call|{generation}"
+
+
+def motp_secret_context(user_ref: str, device: int) -> str:
+    """An mOTP user's TOTP secret, bound to the user and the device generation."""
+    return f"motp|{user_ref}|{device}"
 
 
 def new_code(length: int) -> str:

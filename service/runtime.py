@@ -1,28 +1,31 @@
-"""The running service's parts, wired once: store, engine, providers, workers."""
+"""The running service's parts, wired once: store, transactor, providers, effects, workers."""
 
 from __future__ import annotations
 
 import secrets as pysecrets
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import structlog
 
-from service.call_effects import CallAndPushEffects
-from service.callbacks import callback_session
 from service.catalog import Catalog
 from service.clock import Clock, SystemClock
 from service.crypto import Secrets
-from service.engine import Engine
-from service.keys import SERVICE_KEY, Keys
+from service.effects.callbacks import Callbacks, callback_session
+from service.effects.dispatcher import Dispatcher, registry
+from service.effects.handlers import ProviderEffects
 from service.metrics import Metrics
-from service.outbox import Dispatcher
-from service.providers.simulator_calls import SimulatorUpstreams
+from service.providers.ports import Providers
+from service.providers.simulator import SimulatorClient
 from service.settings import Settings
-from service.store import Store, StoreInfo, connect
+from service.store.client import StoreInfo, connect
+from service.store.keys import Keys
+from service.store.outbox import OutboxStreams
+from service.store.store import Store
 from service.timers import TimerWorker
+from service.transactor import Transactor
 
 log = structlog.get_logger("veriflow")
 
@@ -32,31 +35,37 @@ class Runtime:
     settings: Settings
     store: Store
     store_info: StoreInfo
-    engine: Engine
+    transactor: Transactor
     secrets: Secrets
     catalog: Catalog
     metrics: Metrics
     clock: Clock
     http: aiohttp.ClientSession
-    provider: SimulatorUpstreams
+    providers: Providers
+    callbacks: Callbacks
     timers: TimerWorker
     dispatcher: Dispatcher
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.http.close()
-        await self.dispatcher.http.close()
+        await self.callbacks.close()
         await self.store.redis.aclose()
 
 
-async def service_key(client: Any, configured: str | None) -> bytes:
+async def service_key(store: Store, configured: str | None) -> bytes:
     """VERIFLOW_SECRET_KEY, or a development key made once and kept in the store (so a restart
     still accepts the codes already sent)."""
     if configured:
         return configured.encode()
-    await client.set(SERVICE_KEY, pysecrets.token_hex(32), nx=True)
     log.warning("secret_key.development", hint="set VERIFLOW_SECRET_KEY in production")
-    return bytes(await client.get(SERVICE_KEY))
+    return await store.development_key()
+
+
+def simulator_providers(settings: Settings, http: aiohttp.ClientSession, simulator_url: str | None) -> Providers:
+    base = simulator_url or settings.simulator_url or f"http://127.0.0.1:{settings.port}/sim"
+    webhook = settings.webhook_url or f"http://127.0.0.1:{settings.port}/v1/providers/simulator/events"
+    client = SimulatorClient(base, http, settings.provider_timeout_s, webhook)
+    return Providers(carriers=client, sms=client, calls=client, pushes=client)
 
 
 async def build_runtime(
@@ -73,29 +82,28 @@ async def build_runtime(
     clock = clock or SystemClock()
     keys = Keys(settings.shards)
     store = Store(client, keys)
-    secret = Secrets(await service_key(client, settings.secret_key))
+    secret = Secrets(await service_key(store, settings.secret_key))
     metrics = Metrics()
-    engine = Engine(store, settings, secret, clock, metrics)
     http = aiohttp.ClientSession()
-    base = simulator_url or settings.simulator_url or f"http://127.0.0.1:{settings.port}/sim"
-    provider = SimulatorUpstreams(base, http, settings.provider_timeout_s)
-    provider.webhook_url = (settings.webhook_url
-                            or f"http://127.0.0.1:{settings.port}/v1/providers/simulator/events")
+    providers = simulator_providers(settings, http, simulator_url)
+    callbacks = Callbacks(settings, secret, callback_session(allow_private=settings.allow_private_callbacks))
+    provider_effects = ProviderEffects(store, settings, secret, providers.sms, providers.calls, providers.pushes)
     consumer = f"{socket.gethostname()}-{pysecrets.token_hex(4)}"
-    callbacks = callback_session(allow_private=settings.allow_private_callbacks)
-    dispatcher = Dispatcher(store, settings, secret, provider, callbacks, metrics, consumer)
-    CallAndPushEffects(store, settings, secret, provider, provider).register(dispatcher)
+    dispatcher = Dispatcher(OutboxStreams(client, keys), settings, registry(provider_effects, callbacks),
+                            metrics, consumer)
+    transactor = Transactor(store, settings, clock, metrics)
     return Runtime(
         settings=settings,
         store=store,
         store_info=store_info,
-        engine=engine,
+        transactor=transactor,
         secrets=secret,
         catalog=Catalog.load(),
         metrics=metrics,
         clock=clock,
         http=http,
-        provider=provider,
-        timers=TimerWorker(engine, clock, metrics),
+        providers=providers,
+        callbacks=callbacks,
+        timers=TimerWorker(transactor, clock, metrics),
         dispatcher=dispatcher,
     )

@@ -1,4 +1,4 @@
-"""The timer worker: fires due timers from each shard's sorted set through the engine.
+"""The timer worker: fires due timers from each shard's sorted set through the transactor.
 
 A claim pushes the timer's score forward by a lease (see scripts.CLAIM_TIMERS); firing
 commits the machine's `expire` with the timer's removal in the same step. A worker that dies
@@ -18,18 +18,19 @@ from machines.events import TimerFired
 from machines.record import Verification
 from machines.vocabulary import TimerKind
 from service.clock import Clock
-from service.engine import Engine, UnknownVerificationError
-from service.keys import parse_timer_member
+from service.errors import UnknownVerificationError
 from service.metrics import Metrics
+from service.store.keys import parse_timer_member
+from service.transactor import Transactor
 
 log = structlog.get_logger("veriflow.timers")
 
 
 class TimerWorker:
-    def __init__(self, engine: Engine, clock: Clock, metrics: Metrics) -> None:
-        self.engine = engine
-        self.store = engine.store
-        self.settings = engine.settings
+    def __init__(self, transactor: Transactor, clock: Clock, metrics: Metrics) -> None:
+        self.transactor = transactor
+        self.store = transactor.store
+        self.settings = transactor.settings
         self.clock = clock
         self.metrics = metrics
         self.fired = 0
@@ -50,7 +51,7 @@ class TimerWorker:
         """Claim and fire what is due on every shard; returns how many timers fired."""
         now = self.clock.now_ms()
         fired = 0
-        for shard in range(self.engine.keys.shards):
+        for shard in range(self.store.keys.shards):
             members = await self.store.claim_due_timers(
                 shard, now, self.settings.timer_lease_ms, self.settings.timer_batch,
             )
@@ -70,7 +71,7 @@ class TimerWorker:
                 verification_id, kind, due_ms = parse_timer_member(member)
                 lags.append(max(now - due_ms, 0) / 1000)
                 requests.append((verification_id, self._expire(TimerKind(kind)), member))
-            decisions = await self.engine.apply_batch(requests)
+            decisions = await self.transactor.apply_batch(requests)
         except Exception:
             log.exception("timers.batch_failed")
             await asyncio.gather(*(self.fire(shard, member) for member in members))
@@ -104,7 +105,7 @@ class TimerWorker:
                 return TimerFired(self.clock.now_ms(), TimerKind(kind))
 
             try:
-                decision = await self.engine.apply(verification_id, event, fired_timer=member)
+                decision = await self.transactor.apply(verification_id, event, fired_timer=member)
             except UnknownVerificationError:
                 decision = None
             if decision is None or not decision.changed:

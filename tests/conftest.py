@@ -20,14 +20,16 @@ import aiohttp
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from service import settings as settings_module
 from service.api.app import build_app
 from service.clock import ManualClock
+from service.providers.simulator import SimulatorClient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
-from service.store import StoreInfo
+from service.store.client import StoreInfo
 
 API_KEY = "test-key-0001"
 OTHER_KEY = "test-key-0002"
@@ -99,16 +101,17 @@ async def runtime(store_client: Any, clock: ManualClock) -> AsyncIterator[Runtim
                              store_info=StoreInfo("test", durable=False))
     yield rt
     await rt.http.close()
-    await rt.dispatcher.http.close()
+    await rt.callbacks.close()
 
 
 class Api:
     """A client of the running test server, with the API key of one tenant."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, rt: Runtime) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base: str, rt: Runtime, app: web.Application) -> None:
         self.session = session
         self.base = base
         self.rt = rt
+        self.app = app
 
     async def call(self, method: str, path: str, body: Any = None, *, key: str | None = API_KEY,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -160,11 +163,13 @@ async def api(runtime: Runtime) -> AsyncIterator[Api]:
     server = TestServer(app, host="127.0.0.1", port=free_port())
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")
-    runtime.provider.base_url = base + "/sim"
-    runtime.provider.webhook_url = base + "/v1/providers/simulator/events"
+    simulator = runtime.providers.sms
+    assert isinstance(simulator, SimulatorClient)
+    simulator.base_url = base + "/sim"
+    simulator.webhook_url = base + "/v1/providers/simulator/events"
     await runtime.dispatcher.ensure_groups()
     async with aiohttp.ClientSession() as session:
-        yield Api(session, base, runtime)
+        yield Api(session, base, runtime, app)
     await server.close()
 
 

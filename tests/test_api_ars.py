@@ -27,7 +27,8 @@ class TestHappyPath:
         assert started["resends_left"] == 2
         vid = started["id"]
         calls = await sim_items(api, "ars", PHONE)
-        assert calls == [{"display_code": started["display_code"], "state": "ringing", "outcome": None}]
+        assert calls == [{"reference": f"{vid}:1", "display_code": started["display_code"], "state": "ringing",
+                          "outcome": None}]
 
         status, body = await api.call("POST", f"/v1/verifications/{vid}/confirm", {})
         assert (status, body["error"]["code"], body["error"]["retryable"]) == (409, "4500", True)
@@ -51,13 +52,13 @@ class TestHappyPath:
         assert (status, again["error"]["code"]) == (409, "4000")
         assert (await read(api, vid))["status"] == "completed"
         assert (await sim_items(api, "ars", PHONE))[0] == {
-            "display_code": started["display_code"], "state": "ended", "outcome": "2000"}
+            "reference": f"{vid}:1", "display_code": started["display_code"], "state": "ended", "outcome": "2000"}
 
     async def test_the_outbox_carries_the_digits_sealed(self, api: Api):
         """The call's digits travel sealed in the outbox entry, like an SMS code."""
         _, started = await start(api, "ars", "01013572468")
         shard = int(started["id"][:4], 16)
-        entries = await api.rt.store.redis.xrange(api.rt.engine.keys.outbox(shard))
+        entries = await api.rt.store.redis.xrange(api.rt.store.keys.outbox(shard))
         payloads = [orjson.loads(fields[b"e"]) for _, fields in entries]
         calls = [p for p in payloads if p["kind"] == "call" and p["id"] == started["id"]]
         assert len(calls) == 1

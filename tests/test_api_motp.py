@@ -15,7 +15,7 @@ import pytest
 import segno
 
 from service.clock import ManualClock
-from service.keys import motp_user_key, motp_user_ref
+from service.store.keys import motp_user_key, motp_user_ref
 from tests.conftest import OTHER_KEY, Api
 
 NAME, PHONE = "홍길동", "01012345678"
@@ -110,7 +110,7 @@ class TestEnrolment:
     async def test_the_secret_name_and_phone_are_not_stored_in_plain_text(self, api: Api):
         """The user hash holds a sealed secret and keyed hashes only."""
         app = await enrol(api)
-        raw = await api.rt.store.redis.hgetall(motp_user_key(api.rt.engine.keys, motp_user_ref("acme", "trainee-1")))
+        raw = await api.rt.store.redis.hgetall(motp_user_key(api.rt.store.keys, motp_user_ref("acme", "trainee-1")))
         blob = b"".join(k + v for k, v in raw.items())
         assert raw[b"device"] == b"1"
         for secret in (app.secret.encode(), app.byte_secret(), NAME.encode(), PHONE.encode()):
@@ -384,7 +384,7 @@ async def test_a_replayed_enrolment_answers_the_same_device_and_stores_no_secret
     stored = [await redis.get(key) async for key in redis.scan_iter("vf:{idem:*")]
     assert len(stored) == 1
     assert secret.encode() not in stored[0]
-    raw = await redis.hgetall(motp_user_key(api.rt.engine.keys, motp_user_ref("acme", "trainee-1")))
+    raw = await redis.hgetall(motp_user_key(api.rt.store.keys, motp_user_ref("acme", "trainee-1")))
     assert raw[b"device"] == b"1"
 
 

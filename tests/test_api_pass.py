@@ -31,7 +31,7 @@ class TestPush:
         assert (status, started["state"], started["status"]) == (201, "push_sent", "pending")
         assert "display_code" not in started
         vid = started["id"]
-        assert await sim_items(api, "pass", PHONE) == [{"state": "waiting"}]
+        assert await sim_items(api, "pass", PHONE) == [{"reference": f"{vid}:1", "state": "waiting"}]
         status, body = await api.call("POST", f"/v1/verifications/{vid}/confirm", {})
         assert (status, body["error"]["code"], body["error"]["retryable"]) == (409, "6702", True)
         status, answer = await press(api, PHONE, "approve")
@@ -42,7 +42,7 @@ class TestPush:
         assert (status, result["result"]["channel"]) == (200, "pass")
         status, _ = await api.call("POST", "/v1/results", {"key_token": verified["key_token"]})
         assert status == 409
-        assert await sim_items(api, "pass", PHONE) == [{"state": "approved"}]
+        assert await sim_items(api, "pass", PHONE) == [{"reference": f"{vid}:1", "state": "approved"}]
 
     async def test_deny_is_6705_6205(self, api: Api):
         """The user cancels in the app: failed 6705 with detail 6205, and no fallback."""
@@ -118,7 +118,7 @@ class TestRefusalsAtStart:
             asked.append(channel)
             return None
 
-        monkeypatch.setattr(api.rt.provider, "check_subscriber", spy)
+        monkeypatch.setattr(api.rt.providers.carriers, "check_subscriber", spy)
         status, body = await api.call("POST", "/v1/verifications",
                                       {"channel": "pass", **subject_of(PHONE, **UNDER_14)})
         assert (status, body["error"]["code"], body["verification"]["fallback"]) == (422, "6751", ["sms"])

@@ -47,9 +47,9 @@ class TestHappyPath:
         """Neither the record nor the outbox holds the code as sent."""
         started = await api.start("01033334444")
         redis = api.rt.store.redis
-        raw_outbox = [fields for _, fields in await redis.xrange(api.rt.engine.keys.outbox(int(started["id"][:4], 16)))]
+        raw_outbox = [fields for _, fields in await redis.xrange(api.rt.store.keys.outbox(int(started["id"][:4], 16)))]
         code = await api.latest_code("01033334444")
-        record = await redis.hgetall(api.rt.engine.keys.record(started["id"]))
+        record = await redis.hgetall(api.rt.store.keys.record(started["id"]))
         blob = repr(record) + repr(raw_outbox)
         assert code not in blob
         assert "01033334444" not in blob
@@ -231,7 +231,7 @@ class TestIdempotency:
         again = await api.call("POST", "/v1/results", {"key_token": verified["key_token"]}, headers=headers)
         assert first == again
         assert first[0] == 200
-        slot = api.rt.engine.keys.idempotency("acme", "redeem-once")
+        slot = api.rt.store.keys.idempotency("acme", "redeem-once")
         assert 0 < await api.rt.store.redis.ttl(slot) <= 60
         assert b"01012129898" not in await api.rt.store.redis.get(slot)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench import baseline, cli, phases, procs, seed, stats
-from service.store import CommitOps
+from service.store.store import CommitOps
 
 
 def test_percentiles_are_nearest_rank() -> None:

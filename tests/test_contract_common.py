@@ -119,7 +119,7 @@ class TestOpenApi:
         async with api.session.get(api.base + "/openapi.json") as resp:
             document = await resp.json(content_type=None)
         served = set()
-        for route in api.rt.extras["app"].router.routes():
+        for route in api.app.router.routes():
             path = route.resource.canonical if route.resource is not None else ""
             if path.startswith("/v1") and route.method in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
                 served.add((route.method, path))

@@ -66,7 +66,7 @@ async def record_count(api: Api) -> int:
 
 async def outbox_entries(api: Api) -> int:
     total = 0
-    for stream in api.rt.engine.keys.all_outboxes():
+    for stream in api.rt.store.keys.all_outboxes():
         total += int(await api.rt.store.redis.xlen(stream))
     return total
 
@@ -701,7 +701,7 @@ class TestSubjectDeletion:
         assert record is not None
         assert record.status.value == status
         assert record.subject is None
-        raw = await api.rt.store.redis.hgetall(api.rt.engine.keys.record(vid))
+        raw = await api.rt.store.redis.hgetall(api.rt.store.keys.record(vid))
         blob = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in raw.values())
         assert "홍길동".encode() not in blob
         assert b"01012300033" not in blob

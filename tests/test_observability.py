@@ -76,6 +76,6 @@ class TestEndpoints:
         assert status == 200
         assert doc["openapi"].startswith("3.")
         documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
-        app_routes = v1_routes(api.rt.extras["app"])
+        app_routes = v1_routes(api.app)
         assert documented == app_routes
         assert set(OPERATIONS) == app_routes

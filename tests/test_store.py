@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.keys import Keys
-from service.store import CommitOps, CommitStatus, Store
+from service.store.keys import Keys
+from service.store.store import CommitOps, CommitStatus, Store
 
 KEYS = Keys(4)
 VID = KEYS.new_id(2)

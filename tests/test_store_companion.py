@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.keys import Keys, motp_user_key, motp_user_shard
-from service.store import CommitOps, CommitStatus, Companion, Store
+from service.store.keys import Keys, motp_user_key, motp_user_shard
+from service.store.store import CommitOps, CommitStatus, Companion, Store
 
 KEYS = Keys(4)
 USER = motp_user_key(KEYS, "u" * 24)

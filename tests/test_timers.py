@@ -9,7 +9,7 @@ from tests.conftest import Api
 
 
 async def record_of(api: Api, verification_id: str) -> dict[bytes, bytes]:
-    return dict(await api.rt.store.redis.hgetall(api.rt.engine.keys.record(verification_id)))
+    return dict(await api.rt.store.redis.hgetall(api.rt.store.keys.record(verification_id)))
 
 
 async def started(api: Api, count: int) -> list[str]:
@@ -37,7 +37,7 @@ async def test_a_due_batch_expires_each_session_once(api: Api, clock: Any) -> No
 
 async def test_a_timer_whose_verification_is_gone_is_dropped(api: Api, clock: Any) -> None:
     (verification_id,) = await started(api, 1)
-    await api.rt.store.redis.delete(api.rt.engine.keys.record(verification_id))
+    await api.rt.store.redis.delete(api.rt.store.keys.record(verification_id))
     clock.advance(api.rt.settings.sms.session_ttl_s + 1)
     assert await api.rt.timers.run_once() == 1
     assert await api.rt.store.count_timers() == 0
@@ -53,7 +53,7 @@ async def test_a_lost_race_is_decided_again(api: Api, clock: Any, monkeypatch: A
     async def load_then_race(verification_ids: Any) -> Any:
         records = await load_many(verification_ids)
         if ids[1] in verification_ids:
-            await store.redis.hincrby(api.rt.engine.keys.record(ids[1]), "version", 1)
+            await store.redis.hincrby(api.rt.store.keys.record(ids[1]), "version", 1)
         return records
 
     monkeypatch.setattr(store, "load_many", load_then_race)
@@ -69,9 +69,9 @@ async def test_a_lost_race_is_decided_again(api: Api, clock: Any, monkeypatch: A
 async def test_a_malformed_timer_does_not_hold_back_the_batch(api: Api, clock: Any) -> None:
     (verification_id,) = await started(api, 1)
     shard = int(verification_id[:4], 16)
-    await api.rt.store.redis.zadd(api.rt.engine.keys.timers(shard), {"not-a-timer": 1})
+    await api.rt.store.redis.zadd(api.rt.store.keys.timers(shard), {"not-a-timer": 1})
     clock.advance(api.rt.settings.sms.session_ttl_s + 1)
     assert await api.rt.timers.run_once() == 2
     assert (await record_of(api, verification_id))[b"status"] == b"expired"
     # The malformed one is logged and dropped (nothing could ever fire it); the real one is gone.
-    assert await api.rt.store.redis.zrange(api.rt.engine.keys.timers(shard), 0, -1) == []
+    assert await api.rt.store.redis.zrange(api.rt.store.keys.timers(shard), 0, -1) == []

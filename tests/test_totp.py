@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyotp
 import pytest
 
-from service import totp
+from service.motp import totp
 
 RFC_KEY = b"12345678901234567890"  # the SHA1 seed of RFC 6238 Appendix B
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.keys import Keys
-from service.store import Store
+from service.store.keys import Keys
+from service.store.store import Store
 from tests.conftest import Api, start_body
 from tests.test_api_motp import enrol, start
 
@@ -28,7 +28,7 @@ class TestAcrossChannels:
         await api.call("POST", f"/v1/verifications/{first['id']}/cancel")
         status, third = await start(api, "trainee-2", tx_id="order-43")
         assert status == 201, "the tx_id is free again once its verification ended"
-        claim = api.rt.engine.tx_claim(await api.rt.store.load(third["id"]))  # type: ignore[arg-type]
+        claim = api.rt.transactor.plan.tx_claim(await api.rt.store.load(third["id"]))  # type: ignore[arg-type]
         assert claim is not None
         assert await api.rt.store.redis.get(claim.key) == third["id"].encode()
 

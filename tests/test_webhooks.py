@@ -13,7 +13,7 @@ import pytest
 
 from service import signing
 from service.clock import ManualClock
-from service.keys import timer_member
+from service.store.keys import timer_member
 from service.timers import TimerWorker
 from tests.conftest import Api
 from tests.phone import read, sim_items, start
@@ -111,7 +111,7 @@ class TestDelivery:
         """An event id already claimed (an earlier delivery acted) blocks a decision that would act."""
         vid = await waiting_push(api)
         body = event(f"{vid}:1")
-        key = api.rt.engine.keys.event_claim(int(vid[:4], 16), "simulator", body["event_id"])
+        key = api.rt.store.keys.event_claim(int(vid[:4], 16), "simulator", body["event_id"])
         await api.rt.store.redis.set(key, "an-earlier-delivery")
         assert await send(api, body) == (200, {"status": "duplicate", "event_id": body["event_id"]})
         record = await api.rt.store.load(vid)
@@ -191,7 +191,8 @@ class TestRecovery:
         assert (status, body["error"]["code"], body["error"]["retryable"]) == (422, "6752", True)
         status, again = await api.call("POST", f"/v1/verifications/{vid}/resend")
         assert (status, again["state"]) == (200, "push_sent")
-        assert await sim_items(api, "pass", PHONE, count=2) == [{"state": "expired"}, {"state": "waiting"}]
+        assert await sim_items(api, "pass", PHONE, count=2) == [{"reference": f"{vid}:1", "state": "expired"},
+                                                              {"reference": f"{vid}:2", "state": "waiting"}]
         status, _ = await api.call("POST", f"/sim/pass/{PHONE}/approve", key=None)
         assert status == 200
         record = await api.rt.store.load(vid)
@@ -227,7 +228,7 @@ class TestRace:
             assert record.push_expires_at is not None
             deadline = record.push_expires_at
             clock.current = deadline - 1  # the approval is stamped just before the deadline...
-            timer_worker = TimerWorker(api.rt.engine, ManualClock(deadline), api.rt.metrics)  # ...the timer at it
+            timer_worker = TimerWorker(api.rt.transactor, ManualClock(deadline), api.rt.metrics)  # ...the timer at it
             shard = int(vid[:4], 16)
             member = timer_member(vid, "push", deadline)
             body = event(f"{vid}:1")
@@ -237,7 +238,7 @@ class TestRace:
             record = await api.rt.store.load(vid)
             assert record is not None
             assert record.version == 2, "one transition after the start, never two"
-            claim = api.rt.engine.keys.event_claim(shard, "simulator", body["event_id"])
+            claim = api.rt.store.keys.event_claim(shard, "simulator", body["event_id"])
             if answer["status"] == "applied":
                 assert (record.status.value, record.last_code) == ("verified", "2000")
                 assert await api.rt.store.redis.exists(claim) == 1
@@ -245,8 +246,8 @@ class TestRace:
                 assert answer["status"] == "ignored"
                 assert (record.status.value, record.last_code) == ("failed", "6706")
                 assert await api.rt.store.redis.exists(claim) == 0
-            assert await api.rt.store.redis.zscore(api.rt.engine.keys.timers(shard), member) is None
-            entries = await api.rt.store.redis.xrange(api.rt.engine.keys.outbox(shard))
+            assert await api.rt.store.redis.zscore(api.rt.store.keys.timers(shard), member) is None
+            entries = await api.rt.store.redis.xrange(api.rt.store.keys.outbox(shard))
             notices = [e for _, f in entries if (e := orjson.loads(f[b"e"]))["kind"] == "notify" and e["id"] == vid]
             assert len(notices) == 1, "only the winner tells the client"
             winners.append(record.status.value)

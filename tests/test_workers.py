@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from machines.vocabulary import Status
 from service import signing
-from service.callbacks import PublicOnlyResolver, is_private_address
-from service.outbox import GROUP
+from service.effects.callbacks import PublicOnlyResolver, is_private_address
+from service.store.outbox import GROUP
 from tests.conftest import API_KEY, Api, free_port
 
 
@@ -128,7 +128,7 @@ class TestOutbox:
         rt = api.rt
         rt.dispatcher.settings = replace(rt.settings, outbox_retry_idle_ms=50)
         started = await api.start("01088880000")
-        stream = rt.engine.keys.outbox(int(started["id"][:4], 16))
+        stream = rt.store.keys.outbox(int(started["id"][:4], 16))
         taken: Any = await rt.store.redis.xreadgroup(GROUP, "dead-consumer", {stream: ">"}, count=10)
         assert len(taken[0][1]) == 1  # the dead dispatcher held the SMS
         assert await rt.dispatcher.read_once(block_ms=1) == 0

@@ -6,12 +6,13 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import middleware, motp_routes, provider_routes
+from service.api import middleware, providers, verifications
+from service.api.context import CLIENTS, RUNTIME
 from service.api.openapi import openapi_document
-from service.api.routes import RUNTIME, routes
 from service.jsonio import json_response
+from service.motp import routes as motp_routes
 from service.runtime import Runtime
-from service.simulator import Simulator
+from service.simulator.app import Simulator
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -45,11 +46,10 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
         client_max_size=64 * 1024,
     )
     app[RUNTIME] = rt
-    rt.extras["app"] = app
-    rt.extras["clients"] = middleware.client_table(dict(rt.settings.api_keys))
-    app.router.add_routes(routes)
+    app[CLIENTS] = middleware.client_table(dict(rt.settings.api_keys))
+    app.router.add_routes(verifications.routes)
     app.router.add_routes(motp_routes.routes)
-    app.router.add_routes(provider_routes.routes)
+    app.router.add_routes(providers.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

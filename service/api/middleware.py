@@ -12,9 +12,9 @@ import structlog
 from aiohttp import web
 
 from machines.vocabulary import Code
-from service.api import errors
-from service.api.errors import ApiError
-from service.api.routes import CLIENT_ID, RUNTIME
+from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
+from service.api.envelope import render
+from service.errors import ApiError, VeriflowError, as_api_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("veriflow.api")
@@ -28,8 +28,6 @@ PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
 # While the first request runs, the key is held only briefly: a process that dies mid-request
 # must not block the client's retry for a day.
 IN_PROGRESS_TTL_S = 60
-IDEMPOTENCY_MISMATCH = "3002"
-IDEMPOTENCY_IN_PROGRESS = "3003"
 
 
 @web.middleware
@@ -40,24 +38,24 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     language = request.headers.get("Accept-Language")
     try:
         return await handler(request)
-    except ApiError as exc:
-        return errors.render(exc, rt.catalog, language)
+    except VeriflowError as exc:
+        return render(as_api_error(exc), rt.catalog, language)
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
             raise
         # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
         code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
-        return errors.render(ApiError(code, http_status=exc.status, description=exc.reason),
+        return render(ApiError(code, http_status=exc.status, description=exc.reason),
                              rt.catalog, language)
     except Exception:
         log.exception("api.unhandled")
-        return errors.render(ApiError(Code.INTERNAL_ERROR), rt.catalog, language)
+        return render(ApiError(Code.INTERNAL_ERROR), rt.catalog, language)
 
 
 @web.middleware
 async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/") and not request.path.startswith(PUBLIC_V1):
-        client_id = request.app[RUNTIME].extras["clients"].get(_key_digest(request))
+        client_id = request.app[CLIENTS].get(_key_digest(request))
         if client_id is None:
             raise ApiError(Code.BAD_API_KEY)
         request[CLIENT_ID] = client_id
@@ -84,31 +82,32 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.method != "POST" or not key or CLIENT_ID not in request:
         return await handler(request)
     rt = request.app[RUNTIME]
-    redis = rt.store.redis
-    slot = rt.engine.keys.idempotency(request[CLIENT_ID], key)
+    store = rt.store
+    slot = store.keys.idempotency(request[CLIENT_ID], key)
     fingerprint = hashlib.sha256(request.path.encode() + b"\0" + await request.read()).hexdigest()
     pending = orjson.dumps({"fingerprint": fingerprint})
-    if not await redis.set(slot, pending, nx=True, ex=IN_PROGRESS_TTL_S):
-        stored = orjson.loads(await redis.get(slot) or pending)
+    held = await store.hold_idempotency_key(slot, pending, IN_PROGRESS_TTL_S)
+    if held is not None:
+        stored = orjson.loads(held)
         if not hmac.compare_digest(stored["fingerprint"], fingerprint):
-            raise ApiError(IDEMPOTENCY_MISMATCH)
+            raise ApiError(Code.IDEMPOTENCY_MISMATCH)
         if "status" not in stored:
-            raise ApiError(IDEMPOTENCY_IN_PROGRESS)
+            raise ApiError(Code.IDEMPOTENCY_IN_PROGRESS)
         return web.Response(body=rt.secrets.unseal(stored["sealed"], slot), status=stored["status"],
                             content_type="application/json")
     try:
         response = await _rendered(request, handler)
     except BaseException:
-        await redis.delete(slot)  # nothing was answered: the key may be used again
+        await store.drop_idempotency_key(slot)  # nothing was answered: the key may be used again
         raise
     if response.status >= 500 or not isinstance(response, web.Response):  # noqa: PLR2004
-        await redis.delete(slot)
+        await store.drop_idempotency_key(slot)
         return response
     body = response.body if isinstance(response.body, bytes) else b""
     # Sealed: answers carry personal data (results) and secrets (an mOTP enrolment's URI).
     record = {"fingerprint": fingerprint, "status": response.status, "sealed": rt.secrets.seal(body, slot)}
     keep_s = PERSONAL_DATA_REPLAY_TTL_S if request.path in PERSONAL_DATA_ROUTES else IDEMPOTENCY_TTL_S
-    await redis.set(slot, orjson.dumps(record), ex=keep_s)
+    await store.keep_idempotent_answer(slot, orjson.dumps(record), keep_s)
     return response
 
 
@@ -116,9 +115,9 @@ async def _rendered(request: web.Request, handler: Handler) -> web.StreamRespons
     """Errors are answers too: render them here so that they are replayed like successes."""
     try:
         return await handler(request)
-    except ApiError as exc:
+    except VeriflowError as exc:
         rt = request.app[RUNTIME]
-        return errors.render(exc, rt.catalog, request.headers.get("Accept-Language"))
+        return render(as_api_error(exc), rt.catalog, request.headers.get("Accept-Language"))
 
 
 @web.middleware

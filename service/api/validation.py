@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from machines.vocabulary import Channel
-from service.api.errors import invalid
-from service.callbacks import is_private_address
+from service.effects.callbacks import is_private_address
+from service.errors import invalid
 from service.providers.ports import Subscriber
 
 PHONE = re.compile(r"^01[016789]\d{7,8}$")
@@ -97,16 +97,17 @@ def callback_url(body: dict[str, Any], *, allow_private: bool) -> str | None:
     return url
 
 
-def start_request(raw: Any, *, available: set[Channel], allow_private: bool) -> StartRequest:
-    body = object_body(raw)
+def channel(body: dict[str, Any]) -> Channel:
     try:
-        channel = Channel(str(body.get("channel")))
+        return Channel(str(body.get("channel")))
     except ValueError:
         raise invalid("channel must be one of sms, ars, pass, motp") from None
-    if channel not in available:
-        raise invalid(f"channel {channel} is not available on this service")
+
+
+def start_request(raw: Any, *, allow_private: bool) -> StartRequest:
+    body = object_body(raw)
     return StartRequest(
-        channel=channel,
+        channel=channel(body),
         subject=subject(body),
         tx_id=text(body, "tx_id", required=False),
         service_name=text(body, "service_name", required=False, limit=40),

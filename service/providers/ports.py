@@ -1,5 +1,6 @@
-"""What the service needs from its upstreams. Each method raises ProviderError when the
-upstream cannot be reached or answers nonsense; a refusal is an answer, not an error."""
+"""What the service needs from its upstreams, as Protocols its adapters implement. Each method raises
+`service.errors.ProviderError` when the upstream cannot be reached or answers nonsense; a refusal
+is an answer, not an error."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from machines.events import Refusal
-
-
-class ProviderError(RuntimeError):
-    """The upstream did not answer usefully; the request can be retried later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +46,13 @@ class PushGateway(Protocol):
     async def send_push(self, reference: str, phone: str, service_name: str | None, timeout_s: int) -> None:
         """Ask the PASS app on `phone` for an approval valid `timeout_s`; the answer arrives later as
         a provider event naming `reference` (idempotency key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    """The upstream serving each need of the service."""
+
+    carriers: CarrierChecks
+    sms: SmsGateway
+    calls: CallCentre
+    pushes: PushGateway

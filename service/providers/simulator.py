@@ -1,4 +1,9 @@
-"""The adapter that speaks to the provider simulator over HTTP, as to a real upstream."""
+"""The client side of the provider simulator: carrier checks, SMS, ARS calls and PASS pushes over
+HTTP, exactly as the service would speak to a real upstream (it implements every port).
+
+Each call or push tells the simulator where to report (`webhook`), as callback-style provider
+APIs do; the simulator then calls that URL with a signed provider event.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,19 @@ from typing import Any
 import aiohttp
 
 from machines.events import Refusal
-from service.providers.ports import ProviderError, Subscriber
+from service.errors import ProviderError
+from service.providers.ports import Subscriber
 
 
-class SimulatorProvider:
-    """Carrier checks and SMS delivery through the simulator's provider-side routes."""
+class SimulatorClient:
+    """Every upstream of the service, played by the simulator's provider-side routes."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, timeout_s: float) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, timeout_s: float,
+                 webhook_url: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.webhook_url = webhook_url
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -46,3 +54,13 @@ class SimulatorProvider:
 
     async def send_sms(self, reference: str, phone: str, text: str) -> None:
         await self._post("/provider/sms", {"reference": reference, "phone": phone, "text": text})
+
+    async def place_call(self, reference: str, phone: str, display_code: str) -> None:
+        await self._post("/provider/ars/call", {
+            "reference": reference, "phone": phone, "display_code": display_code,
+            "webhook": self.webhook_url})
+
+    async def send_push(self, reference: str, phone: str, service_name: str | None, timeout_s: int) -> None:
+        await self._post("/provider/pass/push", {
+            "reference": reference, "phone": phone, "service_name": service_name,
+            "timeout_s": timeout_s, "webhook": self.webhook_url})

@@ -1,58 +1,25 @@
-"""The Redis store: load a record, commit a decision atomically, claim due timers.
+"""The Redis store: every read and write the service makes, each commit one atomic script call.
 
-With no VERIFLOW_REDIS_URL the service runs on an embedded in-memory Redis (fakeredis, with
-Lua), so it works on a machine with no Redis installed; its state does not survive a restart.
+A commit (`CommitOps`) writes a record, its timers, its outbox entries, its unique claims and
+an optional companion hash together, compare-and-set on the record's version (see scripts.COMMIT).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from machines import motp_user
+from machines.motp_user import MotpUser
 from machines.record import Verification, from_fields
-from service import scripts
-from service.keys import Keys
-
-Redis = aioredis.Redis | RedisCluster
-
-# redis-py's default pool fails (MaxConnectionsError) past 100 connections in use, which an
-# API under more concurrent requests would answer with 500s. A blocking pool waits instead, but
-# its wait costs ~15 us CPU per command (bench/README.md); a higher cap costs nothing until used.
-POOL_CONNECTIONS = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class StoreInfo:
-    description: str
-    durable: bool
-
-
-def connect(url: str | None) -> tuple[Any, StoreInfo]:
-    """A client for `url`, or the embedded store when there is none."""
-    if url is None:
-        import fakeredis  # noqa: PLC0415 - only the embedded store needs it
-
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        return client, StoreInfo("embedded in-memory store (no Redis configured)", durable=False)
-    if url.startswith("redis+cluster://"):
-        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
-        return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
-    single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS)
-    return single, StoreInfo(f"Redis at {redact(url)}", durable=True)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return scheme + sep + rest
+from service.store import scripts
+from service.store.keys import SERVICE_KEY, Keys, motp_user_key, motp_user_shard
 
 
 class CommitStatus(enum.Enum):
@@ -174,7 +141,7 @@ class Store:
 
     async def claim_due_timers(self, shard: int, now_ms: int, lease_ms: int, batch: int) -> list[str]:
         members = await self._claim(keys=[self.keys.timers(shard)], args=[now_ms, lease_ms, batch])
-        return [_text(m) for m in members]
+        return [as_text(m) for m in members]
 
     async def reserve_claim(self, key: str, value: str, ttl_ms: int) -> bool:
         """Take a claim outside any commit (one in another slot than its verification)."""
@@ -196,16 +163,60 @@ class Store:
             pipe.zcard(key)
         return sum(await pipe.execute())
 
+    async def claim_holder(self, key: str) -> str | None:
+        """The value holding a unique claim (a verification id), or None when it is free."""
+        holder = await self.redis.get(key)
+        return None if holder is None else as_text(holder)
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    async def development_key(self) -> bytes:
+        """The embedded store's generated service key: made once, kept for the process's life."""
+        await self.redis.set(SERVICE_KEY, secrets.token_hex(32), nx=True)
+        return bytes(await self.redis.get(SERVICE_KEY))
+
+    # ---- mOTP users: one hash per (client, user id), never expiring ----
+
+    async def load_motp_user(self, ref: str) -> MotpUser | None:
+        raw = await self.redis.hgetall(motp_user_key(self.keys, ref))
+        return motp_user.from_fields(raw) if raw else None
+
+    async def save_motp_user(self, before: MotpUser | None, after: MotpUser) -> bool:
+        """Compare-and-set the user on its own; False when somebody else changed it first."""
+        fields, deleted = motp_user.changed_fields(before, after)
+        shard = motp_user_shard(self.keys, after.ref)
+        expected = before.version if before is not None else 0
+        ops = CommitOps(
+            record_key=motp_user_key(self.keys, after.ref), timers_key=self.keys.timers(shard),
+            outbox_key=self.keys.outbox(shard), expected_version=expected, new_version=expected + 1,
+            ttl_ms=0, persistent=True, fields=fields, deleted=deleted,
+        )
+        return (await self.commit(ops)).status is CommitStatus.OK
+
+    # ---- idempotent replays: one value per (client, Idempotency-Key) ----
+
+    async def hold_idempotency_key(self, key: str, pending: bytes, ttl_s: int) -> bytes | None:
+        """Take the key for a first request (None), or answer what it holds already."""
+        if await self.redis.set(key, pending, nx=True, ex=ttl_s):
+            return None
+        held = await self.redis.get(key)
+        return pending if held is None else bytes(held)
+
+    async def keep_idempotent_answer(self, key: str, answer: bytes, ttl_s: int) -> None:
+        await self.redis.set(key, answer, ex=ttl_s)
+
+    async def drop_idempotency_key(self, key: str) -> None:
+        await self.redis.delete(key)
+
 
 def _commit_result(reply: Any, keys: list[str]) -> CommitResult:
-    status = CommitStatus(_text(reply[0]))
+    status = CommitStatus(as_text(reply[0]))
     if status is CommitStatus.TAKEN:
-        return CommitResult(status, keys[int(_text(reply[1])) - 1])
-    return CommitResult(status, _text(reply[1]) if len(reply) > 1 else None)
+        return CommitResult(status, keys[int(as_text(reply[1])) - 1])
+    return CommitResult(status, as_text(reply[1]) if len(reply) > 1 else None)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply as text (clients with and without decode_responses)."""
     return value.decode() if isinstance(value, bytes) else str(value)

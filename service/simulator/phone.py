@@ -14,8 +14,6 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +27,8 @@ from machines.vocabulary import Code
 from service import signing
 from service.catalog import Catalog
 from service.jsonio import json_response
+from service.simulator.bounded import RecentMap, RecentSet
+from service.simulator.magic import digits, magic_outcome
 
 log = structlog.get_logger("veriflow.simulator")
 
@@ -37,7 +37,6 @@ OUTCOMES_AT_CALL = CALL_OUTCOMES - OUTCOMES_AT_KEYPAD
 OUTCOMES_AT_PUSH = frozenset({"6703", "6705", "6706"})
 DENIAL = (Code.APP_DENIED.value, "6205")
 WEBHOOK_TIMEOUT_S = 10
-MagicRule = Callable[[str, set[str], Catalog], tuple[str, str | None] | None]
 
 
 @dataclass
@@ -62,20 +61,15 @@ class Push:
         return self.state
 
 
-def digits(phone: str) -> str:
-    return "".join(ch for ch in phone if ch.isdigit())
-
-
 class PhoneApps:
     """The ARS call centre and the PASS app of the simulator."""
 
-    def __init__(self, catalog: Catalog, provider_secret: str, magic: MagicRule) -> None:
+    def __init__(self, catalog: Catalog, provider_secret: str) -> None:
         self.catalog = catalog
-        self.magic = magic
         self.secret = provider_secret
-        self.calls: dict[str, list[Call]] = defaultdict(list)
-        self.pushes: dict[str, list[Push]] = defaultdict(list)
-        self.references: set[str] = set()
+        self.calls: RecentMap[str, list[Call]] = RecentMap(list)
+        self.pushes: RecentMap[str, list[Push]] = RecentMap(list)
+        self.references: RecentSet[str] = RecentSet()
         self.session: aiohttp.ClientSession | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -93,7 +87,7 @@ class PhoneApps:
             await self.session.close()
 
     def _magic(self, phone: str, allowed: frozenset[str]) -> tuple[str, str | None] | None:
-        return self.magic(phone, set(allowed), self.catalog)
+        return magic_outcome(phone, allowed, self.catalog)
 
     async def report(self, webhook: str, event_type: str, reference: str, code: str,
                      detail_code: str | None) -> int:
@@ -120,14 +114,13 @@ class PhoneApps:
     async def place_call(self, request: web.Request) -> web.Response:
         body = await request.json()
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
-        if reference in self.references:  # idempotent on the reference: one call per reference
+        if not self.references.add(reference):  # idempotent on the reference: one call per reference
             return json_response({"code": None, "reference": reference})
-        self.references.add(reference)
-        for older in self.calls[phone]:
+        for older in self.calls.setdefault(phone):
             if older.state == "ringing":
                 older.state = "ended"
         call = Call(reference, str(body["display_code"]), str(body["webhook"]))
-        self.calls[phone].append(call)
+        self.calls.setdefault(phone).append(call)
         magic = self._magic(phone, OUTCOMES_AT_CALL)
         if magic is not None:
             call.state, call.outcome = "ended", magic[0]
@@ -137,14 +130,13 @@ class PhoneApps:
     async def send_push(self, request: web.Request) -> web.Response:
         body = await request.json()
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
-        if reference in self.references:
+        if not self.references.add(reference):
             return json_response({"code": None, "reference": reference})
-        self.references.add(reference)
-        for older in self.pushes[phone]:
+        for older in self.pushes.setdefault(phone):
             if older.current_state() == "waiting":
                 older.state = "expired"
         push = Push(reference, str(body["webhook"]), time.monotonic() + int(body.get("timeout_s") or 180))
-        self.pushes[phone].append(push)
+        self.pushes.setdefault(phone).append(push)
         magic = self._magic(phone, OUTCOMES_AT_PUSH)
         if magic is not None:
             push.state = "denied" if magic[0] == Code.APP_DENIED else "expired"
@@ -154,13 +146,14 @@ class PhoneApps:
     # ---- the user's side ----
 
     async def read_calls(self, request: web.Request) -> web.Response:
-        calls = self.calls.get(digits(request.match_info["phone"]), [])
+        calls = self.calls.get(digits(request.match_info["phone"])) or []
         return json_response({"calls": [
-            {"display_code": c.display_code, "state": c.state, "outcome": c.outcome} for c in calls]})
+            {"reference": c.reference, "display_code": c.display_code, "state": c.state,
+             "outcome": c.outcome} for c in calls]})
 
     async def keypad(self, request: web.Request) -> web.Response:
         phone = digits(request.match_info["phone"])
-        ringing = [c for c in self.calls.get(phone, []) if c.state == "ringing"]
+        ringing = [c for c in self.calls.get(phone) or [] if c.state == "ringing"]
         if not ringing:
             return _no_call("no ARS call is ringing for this phone yet")
         try:
@@ -178,12 +171,13 @@ class PhoneApps:
         return json_response({"outcome": outcome[0], "webhook_status": status})
 
     async def read_pushes(self, request: web.Request) -> web.Response:
-        pushes = self.pushes.get(digits(request.match_info["phone"]), [])
-        return json_response({"pushes": [{"state": p.current_state()} for p in pushes]})
+        pushes = self.pushes.get(digits(request.match_info["phone"])) or []
+        return json_response({"pushes": [{"reference": p.reference, "state": p.current_state()}
+                                              for p in pushes]})
 
     async def _answer(self, request: web.Request, state: str, outcome: tuple[str, str | None]) -> web.Response:
         phone = digits(request.match_info["phone"])
-        waiting = [p for p in self.pushes.get(phone, []) if p.current_state() == "waiting"]
+        waiting = [p for p in self.pushes.get(phone) or [] if p.current_state() == "waiting"]
         if not waiting:
             return _no_call("no PASS push is waiting for this phone yet")
         push = waiting[-1]

@@ -1,4 +1,6 @@
-"""Where client callbacks may go: public addresses only, unless configured otherwise.
+"""Client callbacks: the signed POST of a verification to its client's URL, and where it may go.
+
+Where: public addresses only, unless configured otherwise.
 
 A callback URL is the client's choice, so it is a server-side request forgery risk: the check
 happens at start (the URL's host), and again on the connection itself, through a resolver that
@@ -10,11 +12,19 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+
+from machines.vocabulary import Status
+from service import signing
+from service.crypto import Secrets
+from service.settings import Settings
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -68,3 +78,50 @@ def callback_session(*, allow_private: bool) -> aiohttp.ClientSession:
     """The HTTP client for callbacks: public addresses only, unless private networks are allowed."""
     connector: Any = aiohttp.TCPConnector(resolver=PublicOnlyResolver()) if not allow_private else None
     return aiohttp.ClientSession(connector=connector)
+
+
+class PermanentFailureError(RuntimeError):
+    """An effect that can never succeed (a refused callback address): dropped, not retried."""
+
+
+class Callbacks:
+    """The `notify` handler: POST `{"event_id", "type", "verification"}`, signed with the client's key."""
+
+    def __init__(self, settings: Settings, secrets: Secrets, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.http = http
+
+    async def notify(self, payload: dict[str, Any]) -> None:
+        url = str(payload["url"])
+        host = urlsplit(url).hostname or ""
+        # An address in the URL is checked here; a name, by the session's resolver on connecting.
+        if not self.settings.allow_private_callbacks and is_private_address(host):
+            msg = "callback host is a private address"
+            raise PermanentFailureError(msg)
+        view = payload["view"]
+        if view["status"] == Status.VERIFIED and payload.get("verified_at"):
+            view["key_token"] = self.secrets.key_token(view["id"], int(payload["verified_at"]))
+        body = orjson.dumps({
+            "event_id": f"{view['id']}.{payload['version']}",
+            "type": "verification.updated",
+            "verification": view,
+        })
+        secret = self.settings.api_keys.get(str(payload["client"]))
+        if secret is None:
+            msg = "the client no longer exists"
+            raise PermanentFailureError(msg)
+        headers = {
+            "Content-Type": "application/json",
+            signing.HEADER: signing.sign(secret, body, int(time.time())),
+        }
+        timeout = aiohttp.ClientTimeout(total=self.settings.callback_timeout_s)
+        # Never follow a redirect: it could lead anywhere, the service's own network included.
+        async with self.http.post(url, data=body, headers=headers, timeout=timeout,
+                                  allow_redirects=False) as resp:
+            if not 200 <= resp.status < 300:  # noqa: PLR2004
+                msg = f"callback answered {resp.status}"
+                raise RuntimeError(msg)
+
+    async def close(self) -> None:
+        await self.http.close()

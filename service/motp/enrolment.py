@@ -1,4 +1,4 @@
-"""mOTP in the shell: enrolment, the inputs of an mOTP verification, and the limit reset.
+"""mOTP users in the shell: enrolment, the inputs of an mOTP verification, and the limit reset.
 
 The TOTP secret is sealed at rest (bound to the user and the device generation) and exists in
 plain text only in memory and in the enrolment answer. Name and phone are kept as keyed hashes,
@@ -19,10 +19,14 @@ from machines.events import MotpConfirm, Redeem, Refusal
 from machines.motp_user import MotpUser
 from machines.record import Verification
 from machines.vocabulary import Channel, Code, Status
-from service import motp_store, totp
-from service.crypto import token_id
-from service.engine import BusyError, Engine, UnknownVerificationError
-from service.keys import motp_user_ref
+from service.clock import Clock
+from service.crypto import Secrets, motp_secret_context, token_id
+from service.errors import ApiError, BusyError, UnknownVerificationError
+from service.motp import totp
+from service.settings import MotpSettings
+from service.store.keys import Keys, motp_user_ref
+from service.store.store import Store
+from service.transactor import Transactor
 
 log = structlog.get_logger("veriflow.motp")
 
@@ -30,17 +34,8 @@ MAX_USER_TRIES = 100
 UNLOCK_CHANNELS = {Channel.SMS, Channel.ARS, Channel.PASS}
 
 
-class MotpRefusalError(Exception):
-    """An mOTP user operation refused with a catalog code (and an HTTP status when not the catalog's)."""
-
-    def __init__(self, code: Code, http_status: int | None = None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.http_status = http_status
-
-
-def unknown_user() -> MotpRefusalError:
-    return MotpRefusalError(Code.MOTP_UNKNOWN_USER, 404)
+def unknown_user() -> ApiError:
+    return ApiError(Code.MOTP_UNKNOWN_USER, http_status=404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +53,13 @@ def user_view(user_id: str, user: MotpUser) -> dict[str, object]:
 
 
 class Motp:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.store = engine.store
-        self.secrets = engine.secrets
-        self.settings = engine.settings.motp
+    def __init__(self, transactor: Transactor, secrets: Secrets) -> None:
+        self.transactor = transactor
+        self.store: Store = transactor.store
+        self.keys: Keys = transactor.keys
+        self.clock: Clock = transactor.clock
+        self.secrets = secrets
+        self.settings: MotpSettings = transactor.settings.motp
 
     def identity(self, ref: str, name: str, phone: str) -> tuple[str, str]:
         return (self.secrets.identity_hash(ref + "|name", normal_name(name)),
@@ -75,31 +72,28 @@ class Motp:
         return hmac.compare_digest(phone_hash, user.phone_hash) & same_name
 
     def _secret(self, user: MotpUser) -> bytes:
-        return self.secrets.unseal(user.secret, f"motp|{user.ref}|{user.device}")
+        return self.secrets.unseal(user.secret, motp_secret_context(user.ref, user.device))
 
     def otpauth_uri(self, user_id: str, user: MotpUser) -> str:
         return totp.otpauth_uri(self._secret(user), self.settings.issuer, user_id, self.settings.step_s)
 
     async def load(self, client_id: str, user_id: str) -> MotpUser | None:
-        return await self.store_user(motp_user_ref(client_id, user_id))
-
-    async def store_user(self, ref: str) -> MotpUser | None:
-        return await motp_store.load(self.store, ref)
+        return await self.store.load_motp_user(motp_user_ref(client_id, user_id))
 
     async def enrol(self, client_id: str, user_id: str, name: str, phone: str) -> Enrolment:
         """Register the user's device, replacing any earlier one; refused while locked (AP011)."""
         ref = motp_user_ref(client_id, user_id)
         name_hash, phone_hash = self.identity(ref, name, phone)
         for _ in range(MAX_USER_TRIES):
-            before = await motp_store.load(self.store, ref)
+            before = await self.store.load_motp_user(ref)
             if before is not None and before.locked:
-                raise MotpRefusalError(Code.MOTP_REGISTRATION_LOCKED)
+                raise ApiError(Code.MOTP_REGISTRATION_LOCKED)
             key = os.urandom(totp.SECRET_BYTES)
-            sealed = self.secrets.seal(key, f"motp|{ref}|{motp_user.next_device(before)}")
+            sealed = self.secrets.seal(key, motp_secret_context(ref, motp_user.next_device(before)))
             after = motp_user.registered(before, ref=ref, client_id=client_id, sealed_secret=sealed,
                                          name_hash=name_hash, phone_hash=phone_hash,
-                                         now_ms=self.engine.clock.now_ms())
-            if await motp_store.save(self.store, before, after):
+                                         now_ms=self.clock.now_ms())
+            if await self.store.save_motp_user(before, after):
                 log.info("motp.registered", motp_user=ref, device=after.device)
                 uri = totp.otpauth_uri(key, self.settings.issuer, user_id, self.settings.step_s)
                 return Enrolment(after, uri)
@@ -112,8 +106,8 @@ class Motp:
 
     async def confirm_event(self, record: Verification, code: str) -> MotpConfirm:
         """The user as it is now, and the time step the code matches with its current device."""
-        now = self.engine.clock.now_ms()
-        user = await motp_store.load(self.store, record.motp_user) if record.motp_user else None
+        now = self.clock.now_ms()
+        user = await self.store.load_motp_user(record.motp_user) if record.motp_user else None
         step = None
         if user is not None and record.status is Status.PENDING:
             step = totp.matching_step(self._secret(user), code, now, self.settings.step_s,
@@ -126,35 +120,35 @@ class Motp:
         person (AP005); a refused unlock spends nothing."""
         record = await self._verified_for_unlock(client_id, token)
         ref = motp_user_ref(client_id, user_id)
-        user = await motp_store.load(self.store, ref)
+        user = await self.store.load_motp_user(ref)
         if user is None:
             raise unknown_user()
         person = self.secrets.subject(record)
         if not self.same_person(user, person.name, person.phone):
-            raise MotpRefusalError(Code.MOTP_UNKNOWN_USER)
-        # Spend the token first, through the engine's own redeem commit, then unlock. The two
+            raise ApiError(Code.MOTP_UNKNOWN_USER)
+        # Spend the token first, through the transactor's own redeem commit, then unlock. The two
         # records live in different slots, so no single step can do both. This order fails safe:
         # a token spent twice or a user unlocked without a spent token cannot happen; a crash in
         # between leaves a spent token and a user still locked, and the user verifies again.
         await self._spend(record.id, client_id, token)
         for _ in range(MAX_USER_TRIES):
-            before = await motp_store.load(self.store, ref)
+            before = await self.store.load_motp_user(ref)
             if before is None or not self.same_person(before, person.name, person.phone):
                 # Re-registered under another name or phone since the check above: refuse.
-                raise MotpRefusalError(Code.MOTP_UNKNOWN_USER)
-            after = motp_user.unlocked(before, self.engine.clock.now_ms())
-            if await motp_store.save(self.store, before, after):
+                raise ApiError(Code.MOTP_UNKNOWN_USER)
+            after = motp_user.unlocked(before, self.clock.now_ms())
+            if await self.store.save_motp_user(before, after):
                 log.info("motp.unlocked", motp_user=ref, was_locked=before.locked, by=record.id)
                 return after
         raise BusyError(ref)
 
     async def _verified_for_unlock(self, client_id: str, token: str) -> Verification:
-        gone = MotpRefusalError(Code.RESULT_GONE)
+        gone = ApiError(Code.RESULT_GONE)
         verification_id = token_id(token)
-        if self.engine.keys.shard_of_id(verification_id) is None:
+        if self.keys.shard_of_id(verification_id) is None:
             raise gone
         record = await self.store.load(verification_id)
-        now = self.engine.clock.now_ms()
+        now = self.clock.now_ms()
         if (record is None or record.client_id != client_id or record.channel not in UNLOCK_CHANNELS
                 or record.status is not Status.VERIFIED or record.verified_at is None
                 or (record.result_expires_at or 0) <= now or record.subject is None
@@ -168,11 +162,11 @@ class Motp:
         async def event(record: Verification) -> Redeem:
             ok = record.verified_at is not None and self.secrets.key_token_matches(
                 token, record.id, record.verified_at)
-            return Redeem(self.engine.clock.now_ms(), token_ok=ok)
+            return Redeem(self.clock.now_ms(), token_ok=ok)
 
         try:
-            decision = await self.engine.apply(verification_id, event, client_id=client_id)
+            decision = await self.transactor.apply(verification_id, event, client_id=client_id)
         except UnknownVerificationError:
-            raise MotpRefusalError(Code.RESULT_GONE) from None
+            raise ApiError(Code.RESULT_GONE) from None
         if not decision.reply.ok:
-            raise MotpRefusalError(Code.RESULT_GONE)
+            raise ApiError(Code.RESULT_GONE)

@@ -1,0 +1,166 @@
+"""The `/v1/verifications` and `/v1/results` handlers. Each one validates, lets its channel's shell
+build the event, lets the transactor decide and commit, and renders the decision; none of them
+decides anything itself, and none branches on the channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+
+import structlog
+from aiohttp import web
+
+from machines.core import Decision
+from machines.events import Cancel, Event, Redeem, Start, StartCall, SwitchChannel, Tick
+from machines.record import Verification
+from machines.vocabulary import Channel, Code
+from service.api import validation
+from service.api.context import CLIENT_ID, json_body, render, runtime
+from service.channels.base import EventBuilder
+from service.channels.registry import CHANNELS
+from service.crypto import token_id
+from service.errors import ApiError, ClaimTakenError, UnknownVerificationError, invalid
+from service.jsonio import json_response
+from service.store.plan import Claim
+from service.views import rfc3339, verification_view
+
+routes = web.RouteTableDef()
+
+
+async def transition(request: web.Request, build_event: EventBuilder, unknown_code: Code,
+                     claims: Callable[[Decision], Sequence[Claim]] | None = None) -> Decision:
+    """Apply an event to the caller's own verification named in the path."""
+    rt = runtime(request)
+    verification_id = request.match_info["id"]
+    structlog.contextvars.bind_contextvars(verification_id=verification_id)
+    if rt.store.keys.shard_of_id(verification_id) is None:
+        raise ApiError(unknown_code, http_status=404)
+    try:
+        return await rt.transactor.apply(verification_id, build_event, client_id=request[CLIENT_ID],
+                                         claims=claims)
+    except UnknownVerificationError:
+        raise ApiError(unknown_code, http_status=404) from None
+
+
+@routes.post("/v1/verifications")
+async def start_verification(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    body = await json_body(request)
+    shell = CHANNELS[validation.channel(body)]
+    record, event = await shell.prepare_start(rt, request[CLIENT_ID], body)
+    try:
+        decision = await rt.transactor.create(record, event)
+    except ClaimTakenError:
+        raise ApiError(Code.DUPLICATE_TX_ID) from None
+    return render(rt, decision, success_status=201)
+
+
+@routes.get("/v1/verifications/{id}")
+async def get_verification(request: web.Request) -> web.Response:
+    rt = runtime(request)
+
+    async def tick(_: Verification) -> Event:
+        return Tick(rt.clock.now_ms())
+
+    decision = await transition(request, tick, Code.UNKNOWN_VERIFICATION)
+    return json_response(verification_view(decision.record, rt.secrets))
+
+
+@routes.post("/v1/verifications/{id}/confirm")
+async def confirm(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    body = await json_body(request)
+
+    async def event(record: Verification) -> Event:
+        return await CHANNELS[record.channel].confirm(rt, body)(record)
+
+    return render(rt, await transition(request, event, Code.NOT_CONFIRMABLE))
+
+
+@routes.post("/v1/verifications/{id}/resend")
+async def resend(request: web.Request) -> web.Response:
+    rt = runtime(request)
+
+    async def event(record: Verification) -> Event:
+        return await CHANNELS[record.channel].resend(rt)(record)
+
+    return render(rt, await transition(request, event, Code.UNKNOWN_FOR_RESEND))
+
+
+@routes.post("/v1/verifications/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    rt = runtime(request)
+
+    async def event(_: Verification) -> Event:
+        return Cancel(rt.clock.now_ms())
+
+    return render(rt, await transition(request, event, Code.UNKNOWN_VERIFICATION))
+
+
+@routes.post("/v1/verifications/{id}/fallback")
+async def fallback(request: web.Request) -> web.Response:
+    """Turn a failed verification that lists the channel in `fallback` into that channel's flow
+    (see machines.fallback)."""
+    rt = runtime(request)
+    name = validation.text(await json_body(request), "channel", limit=16)
+    try:
+        channel = Channel(str(name))
+    except ValueError:
+        raise invalid("channel must be one of sms, ars, pass, motp") from None
+    shell = CHANNELS[channel]
+
+    async def switch(record: Verification) -> Event:
+        now = rt.clock.now_ms()
+        offered = channel.value in (record.fallback or "").split(",")
+        if not (offered and shell.takes_over) or record.subject is None:
+            return SwitchChannel(now, channel.value)  # not offered: the machine answers 409
+        start = await shell.start_event(rt, record, rt.secrets.subject(record), now)
+        assert isinstance(start, Start | StartCall)  # noqa: S101 - what a channel that takes over starts with
+        return SwitchChannel(now, channel.value, start)
+
+    def tx_claim(decision: Decision) -> tuple[Claim, ...]:
+        """The tx_id was released when the verification failed: a live flow takes it back."""
+        after = decision.record
+        if not (after.tx_id and after.is_live and decision.before.channel != after.channel):
+            return ()
+        claim = rt.transactor.plan.tx_claim(after)
+        return () if claim is None else (claim,)
+
+    try:
+        decision = await transition(request, switch, Code.UNKNOWN_VERIFICATION, claims=tx_claim)
+    except ClaimTakenError:
+        raise ApiError(Code.DUPLICATE_TX_ID) from None
+    return render(rt, decision)
+
+
+@routes.post("/v1/results")
+async def redeem_result(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    token = validation.text(await json_body(request), "key_token", limit=256)
+    assert token is not None  # noqa: S101 - required
+    verification_id = token_id(token)
+    gone = ApiError(Code.RESULT_GONE)
+    if rt.store.keys.shard_of_id(verification_id) is None:
+        raise gone
+    structlog.contextvars.bind_contextvars(verification_id=verification_id)
+
+    async def event(record: Verification) -> Event:
+        ok = record.verified_at is not None and rt.secrets.key_token_matches(
+            token, record.id, record.verified_at)
+        return Redeem(rt.clock.now_ms(), token_ok=ok)
+
+    try:
+        decision = await rt.transactor.apply(verification_id, event, client_id=request[CLIENT_ID])
+    except UnknownVerificationError:
+        raise gone from None
+    if not decision.reply.ok:
+        raise gone
+    person = rt.secrets.subject(decision.before)
+    result = {**asdict(person), "channel": decision.record.channel.value,
+              "verified_at": rfc3339(decision.record.verified_at)}
+    return json_response({"result": result})
+
+
+@routes.get("/v1/catalog")
+async def catalog(request: web.Request) -> web.Response:
+    return json_response(runtime(request).catalog.as_json())

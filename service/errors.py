@@ -1,0 +1,86 @@
+"""One error vocabulary. Every answer other than success is an exception of this tree; `as_api_error`
+maps each to its catalog code and HTTP status, and `service.api.envelope` renders the envelope.
+
+    VeriflowError
+    ├── ApiError                    an answer named by a catalog code (and a status when not the catalog's)
+    ├── UnknownVerificationError    no verification of this client has that id, or it is gone; each
+    │                               route answers it with its own "unknown" code (contract section 7)
+    ├── ClaimTakenError             a unique claim (a live tx_id) belongs to another verification: 4007
+    └── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
+        ├── BusyError               too many concurrent writers on one verification
+        └── ProviderError           an upstream could not be reached or answered nonsense
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from machines.vocabulary import Code
+
+UNAVAILABLE_STATUS = 503
+
+
+class VeriflowError(Exception):
+    """The root of every error the service answers on purpose."""
+
+
+class ApiError(VeriflowError):
+    """An answer other than success, named by its catalog code."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        http_status: int | None = None,
+        detail_code: str | None = None,
+        description: str | None = None,
+        verification: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(code)
+        self.code = code
+        self.http_status = http_status
+        self.detail_code = detail_code
+        self.description = description
+        self.verification = verification
+
+
+class UnknownVerificationError(VeriflowError, LookupError):
+    """No verification of this client has that id (or it is gone)."""
+
+
+class ClaimTakenError(VeriflowError):
+    """A unique claim (a live tx_id) belongs to another verification."""
+
+
+class UnavailableError(VeriflowError):
+    """The service cannot answer now; the same request may succeed later."""
+
+
+class BusyError(UnavailableError):
+    """Too many concurrent writers on one verification."""
+
+
+class ProviderError(UnavailableError):
+    """The upstream did not answer usefully; the request can be retried later."""
+
+
+def invalid(description: str) -> ApiError:
+    """Malformed JSON, a missing or invalid field: 400 3001, and nothing is created."""
+    return ApiError(Code.INVALID_REQUEST, description=description)
+
+
+def as_api_error(error: VeriflowError) -> ApiError:
+    """The answer an error gives when no route answered it more precisely."""
+    match error:
+        case ApiError():
+            return error
+        case UnknownVerificationError():
+            return ApiError(Code.UNKNOWN_VERIFICATION, http_status=404)
+        case ClaimTakenError():
+            return ApiError(Code.DUPLICATE_TX_ID)
+        case BusyError():
+            return ApiError(Code.INTERNAL_ERROR, http_status=UNAVAILABLE_STATUS,
+                            description="too many concurrent writes; try again")
+        case UnavailableError():
+            return ApiError(Code.INTERNAL_ERROR, http_status=UNAVAILABLE_STATUS, description=str(error))
+    return ApiError(Code.INTERNAL_ERROR)

@@ -1,0 +1,63 @@
+"""The mOTP users' routes: enrol, read, QR code, unlock. An mOTP verification goes through the
+shared `/v1/verifications` routes (its shell is `service.motp.channel`)."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from aiohttp import web
+
+from machines.motp_user import MotpUser
+from service.api import validation
+from service.api.context import CLIENT_ID, json_body, runtime
+from service.jsonio import json_response
+from service.motp.enrolment import Motp, unknown_user, user_view
+
+routes = web.RouteTableDef()
+
+
+def motp(request: web.Request) -> Motp:
+    rt = runtime(request)
+    return Motp(rt.transactor, rt.secrets)
+
+
+async def existing_user(request: web.Request) -> tuple[str, MotpUser]:
+    user_id = validation.user_id(request.match_info["user_id"])
+    user = await motp(request).load(request[CLIENT_ID], user_id)
+    if user is None:
+        raise unknown_user()
+    return user_id, user
+
+
+@routes.post("/v1/motp/users")
+async def enrol(request: web.Request) -> web.Response:
+    body = validation.motp_user_request(await json_body(request))
+    enrolment = await motp(request).enrol(request[CLIENT_ID], body.user_id, body.name, body.phone)
+    answer = {**user_view(body.user_id, enrolment.user), "otpauth_uri": enrolment.otpauth_uri}
+    return json_response(answer, status=201)
+
+
+@routes.get("/v1/motp/users/{user_id}")
+async def read_user(request: web.Request) -> web.Response:
+    user_id, user = await existing_user(request)
+    return json_response(user_view(user_id, user))
+
+
+@routes.get("/v1/motp/users/{user_id}/qr.svg")
+async def qr_code(request: web.Request) -> web.Response:
+    """The current device's otpauth URI as a QR code, for the authenticator app to scan."""
+    user_id, user = await existing_user(request)
+    svg = io.BytesIO()
+    segno.make(motp(request).otpauth_uri(user_id, user), error="m").save(svg, kind="svg", scale=4)
+    return web.Response(body=svg.getvalue(), content_type="image/svg+xml",
+                        headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/v1/motp/users/{user_id}/unlock")
+async def unlock(request: web.Request) -> web.Response:
+    user_id = validation.user_id(request.match_info["user_id"])
+    token = validation.text(await json_body(request), "key_token", limit=256)
+    assert token is not None  # noqa: S101 - required
+    user = await motp(request).unlock(request[CLIENT_ID], user_id, token)
+    return json_response(user_view(user_id, user))
