@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,17 @@ import yaml
 from machines.record import Policy
 from machines.vocabulary import Channel
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+def config_dir() -> Path:
+    """The checkout's top-level `config/` when the package runs from one (editable install,
+    `python -m service`), else the copy a wheel installs as the package data `service/_config`."""
+    checkout = Path(__file__).resolve().parents[__name__.count(".")]  # the directory holding the package
+    if (checkout / "pyproject.toml").is_file() and (checkout / "config" / "defaults.yaml").is_file():
+        return checkout / "config"
+    return Path(str(resources.files(__name__.partition(".")[0]) / "_config"))
+
+
+CONFIG_DIR = config_dir()
 DEV_CLIENT = ("dev", "dev-key-change-me")
 DEV_PROVIDER_SECRET = "dev-provider-secret-change-me"  # noqa: S105 - announced with a warning
 
