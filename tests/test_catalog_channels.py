@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from machines import ars, engine, fallback, motp, pass_push, reports, sms
+from machines import ars, common, fallback, motp, pass_push, reports, sms
 from machines.channels import MACHINES
 from machines.vocabulary import Channel, Code
 
@@ -42,13 +42,13 @@ REFUSALS: dict[tuple[Channel, str], frozenset[str]] = {
     (Channel.MOTP, "start"): frozenset({"AP005"}),
 }
 REFUSAL_CALLBACKS: dict[Callable[..., Any], str] = {
-    engine.fail_with_refusal: "start",
+    common.fail_with_refusal: "start",
     fallback.fail_with_refusal: "start",
     sms.hold_for_addon_check: "confirm",
 }
 # Callbacks that answer fixed codes their names do not carry.
 FIXED_CODES: dict[Callable[..., Any], frozenset[str]] = {
-    engine.grant: frozenset({Code.SUCCESS}),
+    common.grant: frozenset({Code.SUCCESS}),
     motp.accept: frozenset({Code.SUCCESS}),  # grants
     sms.count_wrong_code: frozenset({Code.WRONG_CODE}),
     ars.note_wrong_digits: frozenset({Code.ARS_WRONG_DIGITS}),
@@ -61,7 +61,7 @@ FIXED_CODES: dict[Callable[..., Any], frozenset[str]] = {
 }
 # Callbacks that answer no code of their own (reply_last_code repeats the one that ended it).
 CODELESS: frozenset[Callable[..., Any]] = frozenset({
-    engine.open_session, engine.redeem, engine.cancel, engine.reply_last_code, engine.reply_read,
+    common.open_session, common.redeem, common.cancel, common.reply_last_code, common.reply_read,
     sms.send_new_code, sms.spend_resend, sms.exhaust_attempts,
     ars.open_call_session, ars.place_call, ars.exhaust_calls,
     pass_push.open_push_session, pass_push.send_push, pass_push.stop_push_timer,

@@ -29,10 +29,12 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from machines.record import Verification, to_fields
 from machines.vocabulary import Channel, Status
-from service.keys import Keys, motp_user_key, shard_in
-from service.outbox import GROUP, Dispatcher
+from service.effects.dispatcher import Dispatcher
 from service.runtime import Runtime
-from service.store import CommitOps, CommitStatus, Companion, Store, connect
+from service.store.client import connect
+from service.store.keys import Keys, motp_user_key, shard_in
+from service.store.outbox import GROUP, OutboxStreams
+from service.store.store import CommitOps, CommitStatus, Companion, Store
 from tests.cluster import Cluster
 from tests.conftest import Api, start_body
 from tests.test_api_motp import confirm, enrol, now_code, started
@@ -217,11 +219,12 @@ class TestOutbox:
         handled once, acknowledged and deleted; a failed one is claimed again after its back-off."""
         store = runtime.store
         assert isinstance(store.redis, RedisCluster)
-        dispatcher = Dispatcher(store, replace(runtime.settings, outbox_retry_idle_ms=20), runtime.secrets,
-                                runtime.provider, runtime.dispatcher.http, runtime.metrics, "cluster-test")
+        handled: list[str] = []
+        handlers: dict[str, Any] = {}
+        dispatcher = Dispatcher(OutboxStreams(store.redis, store.keys), replace(runtime.settings, outbox_retry_idle_ms=20),
+                                handlers, runtime.metrics, "cluster-test")
         await dispatcher.ensure_groups()
         await dispatcher.ensure_groups()  # BUSYGROUP is fine
-        handled: list[str] = []
         ids = [KEYS.new_id(shard) for shard in range(KEYS.shards)]
         flaky = ids[7]
 
@@ -230,7 +233,7 @@ class TestOutbox:
             if payload["id"] == flaky and handled.count(flaky) == 1:
                 raise RuntimeError("the upstream is down, once")
 
-        dispatcher.handlers["probe"] = probe
+        handlers["probe"] = probe
         batch = [ops(vid, 0, outbox=[orjson.dumps({"kind": "probe", "id": vid})]) for vid in ids]
         assert {r.status for r in await store.commit_many(batch)} == {OK}
         assert await dispatcher.read_once(block_ms=1) == KEYS.shards
@@ -253,8 +256,8 @@ class TestEngine:
         outbox, confirm, redeem; a live tx_id refused; all through the engine on the cluster."""
         started_ = await api.start("010-1111-2222", tx_id="order-1", service_name="Acme")
         vid = started_["id"]
-        assert keys_in_slot(redis_cluster, redis_cluster.primary_for_slot(slot_of(api.rt.engine.keys.record(vid))),
-                            slot_of(api.rt.engine.keys.record(vid))) >= 3  # record, timers, outbox
+        assert keys_in_slot(redis_cluster, redis_cluster.primary_for_slot(slot_of(api.rt.store.keys.record(vid))),
+                            slot_of(api.rt.store.keys.record(vid))) >= 3  # record, timers, outbox
         status, body = await api.call("POST", "/v1/verifications", start_body(tx_id="order-1"))
         assert (status, body["error"]["code"]) == (409, "4007")
         code = await api.latest_code("01011112222")
@@ -272,7 +275,7 @@ class TestEngine:
                                                            redis_cluster: Cluster) -> None:
         """The timer worker on the cluster: claim per shard, then load_many/commit_many batches."""
         ids = [(await api.start(phone=f"0109999{n:04d}"))["id"] for n in range(24)]
-        primaries = {redis_cluster.primary_for_slot(slot_of(api.rt.engine.keys.record(v))) for v in ids}
+        primaries = {redis_cluster.primary_for_slot(slot_of(api.rt.store.keys.record(v))) for v in ids}
         assert len(primaries) == 3, "these phones' shards fall on every primary"
         assert await api.rt.store.count_timers() == len(ids)
         assert await api.rt.timers.run_once() == 0
@@ -291,8 +294,8 @@ class TestEngine:
         record = await api.rt.store.load(vid)
         assert record is not None
         assert record.motp_user is not None
-        user_key = motp_user_key(api.rt.engine.keys, record.motp_user)
-        assert slot_of(user_key) == slot_of(api.rt.engine.keys.record(vid))
+        user_key = motp_user_key(api.rt.store.keys, record.motp_user)
+        assert slot_of(user_key) == slot_of(api.rt.store.keys.record(vid))
         user_version = int(await api.rt.store.redis.hget(user_key, "version"))
         status, body = await confirm(api, vid, now_code(app, api))
         assert (status, body["status"]) == (200, "verified")
@@ -400,7 +403,7 @@ async def kill_under_load(cluster: Cluster, victim: int, writers: list[Writer]) 
     stop = asyncio.Event()
     tasks = [asyncio.create_task(w.run(stop)) for w in writers]
     try:
-        await until("every writer committed 100 times", lambda: all(len(w.acks) >= 100 for w in writers), 20)
+        await until("every writer committed 100 times", lambda: all(len(w.acks) >= 100 for w in writers), 60)
         killed_at = time.monotonic()
         cluster.kill(victim)
         new_primary = await asyncio.to_thread(cluster.wait_failover, victim, 30)
@@ -409,7 +412,7 @@ async def kill_under_load(cluster: Cluster, victim: int, writers: list[Writer]) 
         def answering_again() -> bool:
             return all(sum(a.started > promoted_at for a in w.acks) >= 20 for w in writers)
 
-        await until("every writer committed 20 times after the failover", answering_again, 20)
+        await until("every writer committed 20 times after the failover", answering_again, 60)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
