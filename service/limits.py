@@ -10,7 +10,7 @@ Each is a sliding window: a request is allowed when fewer than `count` requests 
 the last `window` milliseconds. The cooldown is the same rule with a count of one: at most one
 send of a verification per `resend_cooldown_s`. `null` turns a limit off.
 
-`service.limiter_store` counts them in Redis; this module parses the settings, says which
+`service.store.limits` counts them in Redis; this module parses the settings, says which
 limits a request is counted by, and turns the waits of exceeded limits into a refusal.
 """
 
@@ -29,7 +29,7 @@ Scope = Literal["phone", "ip", "prefix", "client"]
 
 # The order in which a request's scopes are counted. The broadest scope comes last: its
 # reservations are never rolled back, so the most contended count is never held by a request
-# that a later scope refuses (see service.limiter_store).
+# that a later scope refuses (see service.store.limits).
 SCOPE_ORDER: tuple[Scope, ...] = ("phone", "ip", "prefix", "client")
 
 REFUSAL_CODE = "3006"  # service-defined, retryable

@@ -13,7 +13,7 @@ import yarl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.callback_address import (
+from service.effects.callback_address import (
     UndeliverableUrlError,
     check_callback_url,
     embedded_ipv4,

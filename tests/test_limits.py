@@ -29,14 +29,6 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from service.limiter_store import (
-    SEND_LIMITS,
-    Grant,
-    Limiter,
-    LimiterKeys,
-    keyed_digest_for,
-    refusal_counter,
-)
 from service.limits import (
     DEFAULTS,
     LimitSettings,
@@ -45,6 +37,14 @@ from service.limits import (
     counted_by,
     refusal_of,
     retry_after_s,
+)
+from service.store.limits import (
+    SEND_LIMITS,
+    Grant,
+    Limiter,
+    LimiterKeys,
+    keyed_digest_for,
+    refusal_counter,
 )
 from tests.conftest import free_port
 
