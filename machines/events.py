@@ -26,6 +26,7 @@ class Refusal:
 
     code: str
     detail_code: str | None = None
+    variant: str | None = None  # which catalog row of a code listed twice: 2910 "code_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
