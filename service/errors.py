@@ -6,9 +6,10 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
     ├── UnknownVerificationError    no verification of this client has that id, or it is gone; each
     │                               route answers it with its own "unknown" code (contract section 7)
     ├── ClaimTakenError             a unique claim (a live tx_id) belongs to another verification: 4007
-    └── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
-        ├── BusyError               too many concurrent writers on one verification
-        └── ProviderError           an upstream could not be reached or answered nonsense
+    ├── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
+    │   ├── BusyError               too many concurrent writers on one verification
+    │   └── ProviderError           an upstream could not be reached or answered nonsense
+    └── PermanentFailureError       an outbox effect that can never succeed: dropped, not retried
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class BusyError(UnavailableError):
 
 class ProviderError(UnavailableError):
     """The upstream did not answer usefully; the request can be retried later."""
+
+
+class PermanentFailureError(VeriflowError):
+    """An effect that can never succeed (a refused callback address, a dead number): dropped, not retried."""
 
 
 def invalid(description: str) -> ApiError:

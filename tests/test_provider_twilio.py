@@ -13,8 +13,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from machines.events import Refusal
-from service.outbox import PermanentFailureError
-from service.providers.ports import ProviderError, SmsGateway
+from service.errors import PermanentFailureError, ProviderError
+from service.providers.ports import SmsGateway
 from service.providers.twilio import PermanentSendError, TwilioSmsGateway, to_e164
 from tests.stubs.server import Canned
 from tests.stubs.twilio_stub import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, AUTH_TOKEN, TwilioStub

@@ -19,8 +19,9 @@ from typing import Any
 import structlog
 
 from service.effects import entries
-from service.effects.callbacks import Callbacks, PermanentFailureError
+from service.effects.callbacks import Callbacks
 from service.effects.handlers import ProviderEffects
+from service.errors import PermanentFailureError
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store.outbox import Entry, OutboxStreams

@@ -53,7 +53,8 @@ import orjson
 import structlog
 
 from machines.events import Refusal
-from service.providers.ports import ProviderError, Subscriber
+from service.errors import ProviderError
+from service.providers.ports import Subscriber
 
 log = structlog.get_logger("veriflow.providers.portone")
 

@@ -63,8 +63,7 @@ import orjson
 import structlog
 
 from machines.events import Refusal
-from service.outbox import PermanentFailureError
-from service.providers.ports import ProviderError
+from service.errors import PermanentFailureError, ProviderError
 
 log = structlog.get_logger("veriflow.providers.twilio")
 
