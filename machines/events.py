@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from machines.motp_user import MotpUser
-from machines.vocabulary import TimerKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +57,10 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
+    """A timer came due. Which one does not matter: the machine compares the clock with every
+    deadline the record keeps (so a stale timer changes nothing)."""
+
     now_ms: int
-    kind: TimerKind
 
 
 @dataclass(frozen=True, slots=True)

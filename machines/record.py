@@ -21,7 +21,7 @@ class Policy:
     result_ttl_s: int
     max_verify_attempts: int = 3
     max_resends: int = 3
-    # ARS and PASS (appended; the SMS policy leaves them at their defaults)
+    # ARS and PASS (the SMS policy leaves them at their defaults)
     push_timeout_s: int = 0
     fallback: tuple[tuple[str, frozenset[str]], ...] = ()  # (channel, the codes that offer it)
 

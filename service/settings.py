@@ -96,7 +96,6 @@ class Settings:
     host: str
     port: int
     motp: MotpSettings
-    # ARS, PASS and channel fallback (appended)
     ars: ArsSettings
     pass_: PassSettings
     fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
