@@ -84,7 +84,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         ("worker", "the timer and outbox workers only"),
         ("simulator", "the provider simulator only (a development tool)"),
     ):
-        command = commands.add_parser(name, help=text, description=text)
+        command = commands.add_parser(name, help=text, description=text, epilog=parser.epilog)
         if name != "worker":
             command.add_argument("--host", default=None,
                                  help="address to listen on (default: server.host of the configuration, 127.0.0.1)")
@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> None:
 
 async def run_server(settings: Settings, host: str, port: int, *, simulator: bool, workers: bool) -> None:
     app = await serve_app(settings, simulator=simulator, api=True, workers=workers)
-    await run_until_stopped(app, host, port, app[RUNTIME].store.ping)
+    try:
+        await run_until_stopped(app, host, port, app[RUNTIME].store.ping)
+    except BaseException:
+        await app[RUNTIME].close()  # a start-up that failed before the workers' clean-up could
+        raise
 
 
 async def run_worker(settings: Settings) -> None:

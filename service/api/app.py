@@ -56,6 +56,6 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     if simulator:
-        simulator = app[SIMULATOR] = Simulator(rt.catalog, rt.settings.provider_secret, simulator_webhook(rt.settings))
-        app.add_subapp("/sim", simulator.app())
+        sim = app[SIMULATOR] = Simulator(rt.catalog, rt.settings.provider_secret, simulator_webhook(rt.settings))
+        app.add_subapp("/sim", sim.app())
     return app
