@@ -92,6 +92,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                  help="port to listen on (default: server.port of the configuration, 8080)")
         else:
             command.set_defaults(host=None, port=None)
+        if name in {"serve", "api"}:
+            command.add_argument("--reuse-port", action="store_true",
+                                 help="share the port with other veriflow processes (SO_REUSEPORT)")
         if name == "serve":
             command.add_argument(
                 "--simulator", action=argparse.BooleanOptionalAction, default=None,
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "worker":
             asyncio.run(run_worker(settings))
         else:
-            asyncio.run(run_server(settings, host, port, simulator=simulator, workers=args.command == "serve"))
+            asyncio.run(run_server(settings, host, port, simulator=simulator, workers=args.command == "serve",
+                                   reuse_port=args.reuse_port))
     except (StartupError, ConfigError) as exc:
         print(f"veriflow: cannot start: {exc}", file=sys.stderr, flush=True)  # noqa: T201
         raise SystemExit(1) from None
@@ -139,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
 
 
-async def run_server(settings: Settings, host: str, port: int, *, simulator: bool, workers: bool) -> None:
+async def run_server(settings: Settings, host: str, port: int, *, simulator: bool, workers: bool,
+                     reuse_port: bool = False) -> None:
     app = await serve_app(settings, simulator=simulator, api=True, workers=workers)
     try:
-        await run_until_stopped(app, host, port, app[RUNTIME].store.ping)
+        await run_until_stopped(app, host, port, app[RUNTIME].store.ping, reuse_port=reuse_port)
     except BaseException:
         await app[RUNTIME].close()  # a start-up that failed before the workers' clean-up could
         raise

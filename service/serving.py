@@ -16,12 +16,12 @@ class StartupError(RuntimeError):
 
 
 async def run_until_stopped(app: web.Application, host: str, port: int,
-                            store_answers: Callable[[], Awaitable[bool]] | None) -> None:
+                            store_answers: Callable[[], Awaitable[bool]] | None, *, reuse_port: bool = False) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()  # the start-up hooks (the workers' consumer groups) run here
     try:
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         except OSError as exc:
             msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             raise StartupError(msg) from None

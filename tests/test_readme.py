@@ -4,6 +4,7 @@ free port (PORT), with this tree's code as the `veriflow` on PATH."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -34,7 +35,7 @@ def test_the_section_is_marked_and_has_no_placeholders():
     assert len(blocks) >= 5
     text = "\n".join(blocks)
     assert "$ID" in text
-    assert "…\"" not in text, "no placeholder value is sent"
+    assert '…"' not in text, "no placeholder value is sent"
     assert "localhost:8080" not in text, "every URL follows $PORT"
     assert "Accept-Language: en" in text
     assert blocks[0].count("veriflow serve") == 1
@@ -60,10 +61,8 @@ def test_the_snippets_run_top_to_bottom_in_one_shell(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # a server the script left behind
-        except ProcessLookupError:
-            pass
     assert process.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
     lines = out.splitlines()
     assert re.search(r"^verification \w+, code [0-9]{6}$", out, re.MULTILINE), out
