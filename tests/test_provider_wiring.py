@@ -184,6 +184,23 @@ class TestPortOneUpstream:
         status, body = await upstream_api.call("GET", f"/v1/verifications/{started['id']}")
         assert body["attempts_left"] == 3
 
+    async def test_a_pass_refusal_falls_back_to_portones_sms(self, upstream_api, portone):
+        """PASS refuses 6707 (a magic number of the simulator, which still plays PASS); the
+        fallback to SMS asks PortOne, whose code then verifies the same verification."""
+        body = start_body("01067076036", channel="pass")
+        body["subject"]["carrier"] = "SKT"
+        status, failed = await upstream_api.call("POST", "/v1/verifications", body)
+        assert (status, failed["error"]["code"], failed["verification"]["fallback"]) == (422, "6707", ["sms"])
+        vid = failed["verification"]["id"]
+        status, switched = await upstream_api.call("POST", f"/v1/verifications/{vid}/fallback", {"channel": "sms"})
+        assert (status, switched["channel"], switched["status"]) == (200, "sms", "pending"), switched
+        (request,) = portone.on("request")
+        assert request.body is not None
+        assert (request.body["phone"], request.body["merchant_uid"]) == ("01067076036", vid)
+        status, verified = await upstream_api.call("POST", f"/v1/verifications/{vid}/confirm",
+                                                   {"code": portone.otps[imp_uid_of(portone, vid)]})
+        assert (status, verified["status"]) == (200, "verified")
+
     async def test_concurrent_confirms_ask_once_each(self, upstream_api, portone):
         """Each request asks PortOne once, whatever retries its commit takes."""
         _, started = await upstream_api.call("POST", "/v1/verifications", start_body())
