@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"veriflow: cannot start: {exc}", file=sys.stderr, flush=True)  # noqa: T201
         raise SystemExit(1) from None
     except (RedisError, OSError) as exc:
-        print(f"veriflow: cannot start: the store is unreachable ({exc.__class__.__name__}: {exc})",  # noqa: T201
+        print(f"veriflow: the store is unreachable ({exc.__class__.__name__}: {exc})",  # noqa: T201
               file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
