@@ -35,19 +35,25 @@ class Start:
     now_ms: int
     issued_code: IssuedCode | None = None
     refusal: Refusal | None = None
+    upstream_id: str | None = None  # SMS, the upstream checks the code: its id of the code it sent
 
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
     now_ms: int
     code_hash: str | None = None  # keyed hash of the submitted code (SMS, mOTP)
-    refusal: Refusal | None = None  # the carrier's add-on check, asked only for a matching code
+    # The carrier's add-on check, asked only for a matching code; or, when `checked_upstream_id`
+    # is set, the upstream's verdict on the code it sent under that id (None: it matches).
+    refusal: Refusal | None = None
+    checked_upstream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Resend:
     now_ms: int
     issued_code: IssuedCode | None = None
+    upstream_id: str | None = None  # the upstream sent a new code under this id
+    refusal: Refusal | None = None  # the upstream refused to send a new code
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import yaml
 
 from machines.record import Policy
 from machines.vocabulary import Channel
+from service.providers.config import ProviderConfigError, ProviderSettings, load_provider_settings
 
 
 def config_dir() -> Path:
@@ -101,6 +102,7 @@ class Settings:
     fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
     webhook_url: str | None
     event_dedup_ttl_s: int
+    providers: ProviderSettings  # which provider serves which need, and their secrets
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -286,7 +288,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fallback=_fallback(raw),
         webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
+        providers=_providers(raw, env),
     )
+
+
+def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettings:
+    try:
+        return load_provider_settings(_get(raw, "providers"), env)
+    except ProviderConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _issuer(raw: Mapping[str, Any]) -> str:

@@ -33,6 +33,7 @@ from service.clock import ManualClock
 from service.providers.simulator import SimulatorClient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+from service.simulator.app import SIMULATOR
 from service.store.client import StoreInfo
 
 API_KEY = "test-key-0001"
@@ -187,7 +188,7 @@ async def api(runtime: Runtime) -> AsyncIterator[Api]:
     simulator = runtime.providers.sms
     assert isinstance(simulator, SimulatorClient)
     simulator.base_url = base + "/sim"
-    simulator.webhook_url = base + "/v1/providers/simulator/events"
+    app[SIMULATOR].phone_apps.webhook = base + "/v1/providers/simulator/events"
     await runtime.dispatcher.ensure_groups()
     async with aiohttp.ClientSession() as session:
         yield Api(session, base, runtime, app)
