@@ -13,9 +13,8 @@ from structlog.testing import capture_logs
 
 from machines.events import Refusal
 from service.errors import ProviderError
-from service.providers.code_upstream import CodeUpstream
 from service.providers.portone import MAPPING, Body, PortOneProvider, portone_carrier
-from service.providers.ports import Subscriber
+from service.providers.ports import CodeUpstream, Subscriber
 from tests.stubs.portone_stub import IMP_KEY, IMP_SECRET, PortOneStub
 from tests.stubs.server import Canned
 

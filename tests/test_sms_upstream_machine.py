@@ -121,7 +121,7 @@ class TestConfirm:
             for _ in range(3):
                 record = step(record, verdict(CODE_MISMATCH)).record
         else:
-            record = step(record, TimerFired(T0 + 600_000, TimerKind.SESSION)).record
+            record = step(record, TimerFired(T0 + 600_000)).record
         decision = step(record, verdict())
         assert (decision.reply.code, decision.reply.http_status) == (code, status)
         assert decision.record.status is record.status

@@ -18,8 +18,7 @@ from service.api import validation
 from service.channels.base import EventBuilder, SubscriberChannel
 from service.crypto import code_context, new_code
 from service.errors import ProviderError
-from service.providers.code_upstream import CodeUpstream
-from service.providers.ports import Subscriber
+from service.providers.ports import CodeUpstream, Subscriber
 from service.runtime import Runtime
 
 
