@@ -57,6 +57,8 @@ class Verification:
     display_code: str | None = None  # the digits of the current call, shown on the client's screen
     push_generation: int = 0  # PASS pushes sent
     push_expires_at: int | None = None  # the current push's answer deadline
+    # The catalog row of last_code when its code has several rows (2910/code_mismatch); None: the first.
+    last_variant: str | None = None
 
     @property
     def is_live(self) -> bool:
