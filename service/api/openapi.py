@@ -164,7 +164,10 @@ SCHEMAS = {
         "error": {"type": "object", "properties": {
             "code": {"type": "string"}, "detail_code": {"type": ["string", "null"]},
             "message": {"type": "string"}, "description": {"type": "string"},
-            "retryable": {"type": "boolean"}}},
+            "retryable": {"type": "boolean"},
+            "veriflow_code": {"type": "string", "description": (
+                "only for a client with a second error dialect: veriflow's own code, `code` being "
+                "the dialect's where it has one")}}},
         "verification": VERIFICATION}},
 }
 
