@@ -50,22 +50,18 @@ ARS_AT_KEYPAD = frozenset({"4698"})  # the carrier's check after the user keyed 
 ARS_AT_CALL = CALL_OUTCOMES - ARS_AT_KEYPAD
 
 SUBSCRIBER_CHECK = Point(
-    "subscriber", "the carrier's subscriber check at start (422, failed)", ("sms", "ars"),
-    frozenset({"2910", "4016", "9998"}))
+    "subscriber", "start: the carrier's subscriber check", ("sms", "ars"), frozenset({"2910", "4016", "9998"}))
 PASS_CHECK = Point(
-    "pass_subscriber", "the PASS gateway's check at start (6752: pending, resend sends a new push; "
-    "the others: failed)", ("pass",),
+    "pass_subscriber", "start: the PASS gateway", ("pass",),
     frozenset({"6701", "6704", "6707", "6751", "6752", "6753", "6754", "6755", "6756", "6757", "9998"}))
 ADDON_CHECK = Point(
-    "addons", "the carrier's checks at confirm of the right code (pending: the user confirms again)",
-    ("sms",), frozenset({"4022", "4023"}), {"2910": "code_mismatch"})
-CALL = Point("call", "the call centre, as soon as the call is placed (failed)", ("ars",), ARS_AT_CALL)
-KEYPAD = Point("keypad", "the call centre, when the user keys the right digits in (failed)", ("ars",),
+    "addons", "confirm of the right code: the carrier's checks", ("sms",), frozenset({"4022", "4023"}),
+    {"2910": "code_mismatch"})
+CALL = Point("call", "the call centre, once the call is placed; then confirm", ("ars",), ARS_AT_CALL)
+KEYPAD = Point("keypad", "the call centre, once the right digits are keyed in; then confirm", ("ars",),
                ARS_AT_KEYPAD)
-PUSH = Point(
-    "push", "the PASS app, as soon as the push arrives (6702: still waiting, confirm answers it; "
-    "6752: pending, resend sends a new push; the others: failed)", ("pass",),
-    frozenset({"6702", "6703", "6705", "6706"}), {"6752": None})
+PUSH = Point("push", "the PASS app, once the push arrives; then confirm", ("pass",),
+             frozenset({"6702", "6703", "6705", "6706"}), {"6752": None})
 POINTS = (SUBSCRIBER_CHECK, PASS_CHECK, ADDON_CHECK, CALL, KEYPAD, PUSH)
 SUBSCRIBER_POINTS = {"sms": SUBSCRIBER_CHECK, "ars": SUBSCRIBER_CHECK, "pass": PASS_CHECK}
 
