@@ -127,3 +127,17 @@ async def test_a_healthy_push_answers_6702_without_a_detail_code(api: Api):
     status, body = await reported("pass")("01055551998")(api, {"Accept-Language": "en"})
     assert (status, body["error"]["code"], body["error"]["detail_code"]) == (409, "6702", None)
     assert body["error"]["message"].endswith("Please complete the verification and try again.")
+
+
+async def test_the_catalog_serves_variants_and_the_korean_detail_texts(api: Api):
+    """GET /v1/catalog: one entry per row as before, plus `variant` (null on a code with one row)
+    and `detail_codes_ko` beside `detail_codes`, as the source writes them."""
+    status, body = await api.call("GET", "/v1/catalog", key=None)
+    assert status == 200
+    served = body["codes"]
+    assert [(e["code"], e["variant"]) for e in served] == [(r["code"], r.get("variant")) for r in rows()]
+    for entry, row in zip(served, rows(), strict=True):
+        assert entry["detail_codes_ko"] == (row.get("detail_codes_ko") or {})
+        assert set(entry["detail_codes_ko"]) == set(entry["detail_codes"])
+    mismatch = next(e for e in served if e["variant"] == "code_mismatch")
+    assert (mismatch["retryable"], mismatch["messages"]["ko"]) == (True, "입력하신 정보가 올바르지 않습니다. 인증번호를 확인해주세요.")
