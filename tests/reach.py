@@ -385,7 +385,17 @@ async def motp_locked(api: Api, headers: Headers) -> Answer:
         headers=headers)
 
 
-# Rows no path of this service answers yet, and why.
+@case("3006", how="a 6th send to one phone within 10 minutes (limits.per_phone, on by default)")
+async def over_a_limit(api: Api, headers: Headers) -> Answer:
+    phone = plain_phone()
+    for _ in range(5):
+        status, body = await api.call("POST", "/v1/verifications", start_body(phone))
+        assert status == 201, body
+    return await api.call("POST", "/v1/verifications", start_body(phone), headers=headers)
+
+
+# Rows whose producer is written to the contract but that no path of this service answers yet,
+# and why: their tests are expected to fail (strictly: once the path exists, drop the entry).
 UNREACHABLE: dict[Key, str] = {
     ("3006", None, None): "the abuse limits of contract section 9 are not wired into the routes yet",
 }
