@@ -104,6 +104,9 @@ async def test_the_row_is_produced_through_the_service(api: Api, key: Key, local
     assert error["message"] == expected_message(row, locale, detail), case.how
     assert PLACEHOLDERS[locale] not in error["message"]
     assert error["retryable"] is row["retryable"], case.how
+    if variant and "verification" in body and code == body["verification"]["last_code"]:
+        first_row = next(r for r in rows() if r["code"] == code)  # what no variant names
+        assert body["verification"].get("last_variant", first_row["variant"]) == variant
     if "verification" in body:
         view = body["verification"]
         assert (view["last_code"], view["last_detail_code"]) in {(code, detail), (None, None), ("2000", None)} or \

@@ -154,6 +154,8 @@ SCHEMAS = {
                    "enum": ["pending", "verified", "completed", "failed", "expired", "canceled"]},
         "state": {"type": "string"}, "last_code": {"type": ["string", "null"]},
         "last_detail_code": {"type": ["string", "null"]},
+        "last_variant": {"type": "string", "description": (
+            "only when last_code has several catalog rows: the row's variant (2910: code_mismatch)")},
         "attempts_left": {"type": ["integer", "null"]}, "resends_left": {"type": ["integer", "null"]},
         "fallback": {"type": "array", "items": {"type": "string"}},
         "key_token": {"type": "string"},
