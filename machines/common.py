@@ -28,17 +28,18 @@ from machines.events import Refusal
 from machines.vocabulary import Code, Status, TimerKind
 
 
-def reply(code: Code, http_status: int | None = None) -> Callback:
+def reply(code: Code, http_status: int | None = None, detail_code: str | None = None) -> Callback:
     def answer(ev: EventData) -> None:
-        model(ev).reply = Reply(code, http_status=http_status)
+        model(ev).reply = Reply(code, detail_code, http_status=http_status)
 
-    return named(f"reply_{code}" + (f"_{http_status}" if http_status else ""), answer)
+    name = f"reply_{code}" + (f"_detail_{detail_code}" if detail_code else "")
+    return named(name + (f"_{http_status}" if http_status else ""), answer)
 
 
 def reply_last_code(ev: EventData) -> None:
     """A failed verification answers every request with the code that ended it."""
     record = model(ev).record
-    model(ev).reply = Reply(record.last_code, record.last_detail_code)
+    model(ev).reply = Reply(record.last_code, record.last_detail_code, variant=record.last_variant)
 
 
 def reply_read(ev: EventData) -> None:
@@ -46,6 +47,13 @@ def reply_read(ev: EventData) -> None:
     model(ev).reply = Reply()
 
 
+
+
+# The detail codes of 4003 (a resend that finds no live verification); the shell answers 4004
+# (`RESEND_DETAIL_UNKNOWN`) for an id that names none of the client's verifications.
+RESEND_DETAIL_EXPIRED = "4002"
+RESEND_DETAIL_CANCELED = "4003"
+RESEND_DETAIL_UNKNOWN = "4004"
 
 
 def now_ms(flow: Flow) -> int:
@@ -82,7 +90,7 @@ def grant(ev: EventData) -> None:
     flow.reply = Reply()
 
 
-def finish(flow: Flow, code: str | None, detail_code: str | None = None) -> None:
+def finish(flow: Flow, code: str | None, detail_code: str | None = None, variant: str | None = None) -> None:
     """End the verification: forget personal data and secrets, stop its timers, tell the client."""
     record = flow.record
     if record.status is Status.VERIFIED and record.result_expires_at:
@@ -92,7 +100,7 @@ def finish(flow: Flow, code: str | None, detail_code: str | None = None) -> None
     flow.effects.append(Notify())
     changes: dict[str, Any] = {"ended_at": now_ms(flow), "subject": None, "code_hash": None}
     if code is not None:
-        changes.update(last_code=code, last_detail_code=detail_code)
+        changes.update(last_code=code, last_detail_code=detail_code, last_variant=variant)
     flow.update(**changes)
 
 
@@ -109,8 +117,8 @@ def fail_with(code: Code) -> Callback:
 def fail_with_refusal(ev: EventData) -> None:
     flow = model(ev)
     refusal = refusal_of(flow)
-    finish(flow, refusal.code, refusal.detail_code)
-    flow.reply = Reply(refusal.code, refusal.detail_code)
+    finish(flow, refusal.code, refusal.detail_code, refusal.variant)
+    flow.reply = Reply(refusal.code, refusal.detail_code, variant=refusal.variant)
 
 
 def refusal_of(flow: Flow) -> Refusal:
@@ -189,8 +197,12 @@ def common_transitions(
         {"trigger": "resend", "source": FAILED, "dest": None, "after": [reply_last_code]},
         {"trigger": "confirm", "source": [EXPIRED, CANCELED, NEW], "dest": None,
          "after": [reply(Code.NOT_CONFIRMABLE, 404)]},
-        {"trigger": "resend", "source": [EXPIRED, CANCELED, NEW], "dest": None,
-         "after": [reply(Code.UNKNOWN_FOR_RESEND, 404)]},
+        # 4003's detail codes: 4002 the session lapsed, 4003 the client canceled it (the progress
+        # kept at the request is gone either way), 4004 no such request (the shell answers it).
+        {"trigger": "resend", "source": EXPIRED, "dest": None,
+         "after": [reply(Code.UNKNOWN_FOR_RESEND, 404, RESEND_DETAIL_EXPIRED)]},
+        {"trigger": "resend", "source": [CANCELED, NEW], "dest": None,
+         "after": [reply(Code.UNKNOWN_FOR_RESEND, 404, RESEND_DETAIL_CANCELED)]},
     ]
 
 

@@ -47,6 +47,7 @@ class Reply:
     code: str | None = None
     detail_code: str | None = None
     http_status: int | None = None  # None: the catalog's status for the code
+    variant: str | None = None  # the catalog row of a code listed more than once; None: its first
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,8 @@ class Flow:
         return self._record
 
     def update(self, **changes: Any) -> None:
+        if "last_code" in changes and "last_variant" not in changes:
+            changes["last_variant"] = None  # a new code names its row anew: only a refusal sets one
         self._changes.update(changes)
 
 

@@ -21,7 +21,8 @@ class IssuedCode:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """An upstream's refusal (a carrier check, an add-on check): a catalog code and detail."""
+    """An upstream's refusal (a carrier check, an add-on check): a catalog code and detail, and
+    the catalog row's variant for a code listed more than once (2910: subscriber, code_mismatch)."""
 
     code: str
     detail_code: str | None = None

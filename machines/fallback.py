@@ -50,22 +50,23 @@ def offered_channels(policy: Policy, code: str) -> list[str]:
     return [channel for channel, codes in policy.fallback if code in codes]
 
 
-def end_offering_fallback(flow: Flow, code: str, detail_code: str | None = None) -> None:
+def end_offering_fallback(flow: Flow, code: str, detail_code: str | None = None,
+                          variant: str | None = None) -> None:
     """End the verification failed with `code`; keep the sealed subject while a fallback is open."""
     subject = flow.record.subject
     now = flow.event.now_ms
     deadline = flow.record.expires_at or now + flow.policy.session_ttl_s * 1000
-    finish(flow, code, detail_code)
-    flow.reply = Reply(code, detail_code)
+    finish(flow, code, detail_code, variant)
+    flow.reply = Reply(code, detail_code, variant=variant)
     offered = offered_channels(flow.policy, code)
     if offered and subject is not None and now < deadline:
         flow.update(subject=subject, fallback=",".join(offered), expires_at=deadline)
         flow.effects.append(ArmTimer(TimerKind.FALLBACK, deadline))
 
 
-def fail_offering_fallback(code: str) -> Callable[[EventData], None]:
+def fail_offering_fallback(code: str, detail_code: str | None = None) -> Callable[[EventData], None]:
     def fail(ev: EventData) -> None:
-        end_offering_fallback(model(ev), code)
+        end_offering_fallback(model(ev), code, detail_code)
 
     fail.__name__ = fail.__qualname__ = f"fail_{code}_offering_fallback"
     return fail
@@ -97,7 +98,7 @@ def hand_over(ev: EventData) -> None:
     flow.effects.append(DisarmTimer(TimerKind.FALLBACK, flow.record.expires_at))
     flow.update(
         channel=Channel(event.channel), fallback=None, ended_at=None, last_code=None,
-        last_detail_code=None, expires_at=0, attempts_left=None, resends_left=None,
+        last_detail_code=None, last_variant=None, expires_at=0, attempts_left=None, resends_left=None,
         push_expires_at=None,
     )
 
@@ -141,4 +142,4 @@ def fail_with_refusal(ev: EventData) -> None:
     """An upstream's refusal at start ends the verification, offering a fallback where one is
     configured for that code."""
     refusal = refusal_of(model(ev))
-    end_offering_fallback(model(ev), refusal.code, refusal.detail_code)
+    end_offering_fallback(model(ev), refusal.code, refusal.detail_code, refusal.variant)

@@ -57,10 +57,12 @@ class Verification:
     display_code: str | None = None  # the digits of the current call, shown on the client's screen
     push_generation: int = 0  # PASS pushes sent
     push_expires_at: int | None = None  # the current push's answer deadline
-    # Providers (appended): the id of the provider serving this verification's calls, pushes or
-    # upstream-checked codes (only its events act on it), and the upstream's id of the current code.
+    # The providers serving this verification's calls, pushes or upstream-checked codes (only
+    # their events act on it), and the upstream's id of the current code.
     provider: str | None = None
     upstream_id: str | None = None
+    # The catalog row of last_code when its code has several rows (2910/code_mismatch); None: the first.
+    last_variant: str | None = None
 
     @property
     def is_live(self) -> bool:

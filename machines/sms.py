@@ -118,11 +118,12 @@ def answer_upstream_refusal(ev: EventData) -> None:
 
 
 def hold_for_addon_check(ev: EventData) -> None:
-    """The code is right but the carrier's add-on check is not done: the user may confirm again."""
+    """The code is right but the carrier's add-on check is not done, or the carrier's own check of
+    the code failed (2910/code_mismatch): the user may confirm again."""
     flow = model(ev)
     refusal = refusal_of(flow)
-    flow.update(last_code=refusal.code, last_detail_code=refusal.detail_code)
-    flow.reply = Reply(refusal.code, refusal.detail_code)
+    flow.update(last_code=refusal.code, last_detail_code=refusal.detail_code, last_variant=refusal.variant)
+    flow.reply = Reply(refusal.code, refusal.detail_code, variant=refusal.variant)
 
 
 def exhaust_attempts(ev: EventData) -> None:

@@ -36,9 +36,11 @@ class ApiError(VeriflowError):
         detail_code: str | None = None,
         description: str | None = None,
         verification: dict[str, Any] | None = None,
+        variant: str | None = None,
     ) -> None:
         super().__init__(code)
         self.code = code
+        self.variant = variant  # the catalog row, for a code listed more than once (2910)
         self.http_status = http_status
         self.detail_code = detail_code
         self.description = description

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,8 @@ class Settings:
     webhook_url: str | None
     event_dedup_ttl_s: int
     providers: ProviderSettings  # which provider serves which need, and their secrets
+    # client id -> the second error dialect its envelopes speak (`clients: {id: {error_dialect}}`)
+    error_dialects: Mapping[str, str] = field(default_factory=dict)
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -289,7 +291,33 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
         providers=_providers(raw, env),
+        error_dialects=_error_dialects(raw),
     )
+
+
+def _error_dialects(raw: Mapping[str, Any]) -> dict[str, str]:
+    """`clients: {<client id>: {error_dialect: <a dialect of config/error_dialects.yaml>}}`."""
+    table = raw.get("clients") or {}
+    if not isinstance(table, Mapping):
+        msg = "configuration key clients must map client ids to {error_dialect: name}"
+        raise ConfigError(msg)
+    known = sorted(_read_yaml(CONFIG_DIR / "error_dialects.yaml"))
+    out: dict[str, str] = {}
+    for client_id, options in table.items():
+        if options is None:
+            continue
+        if not isinstance(options, Mapping):
+            msg = f"configuration key clients.{client_id} must be a mapping such as {{error_dialect: xsolla}}"
+            raise ConfigError(msg)
+        dialect = options.get("error_dialect")
+        if dialect is None:
+            continue
+        if dialect not in known:
+            msg = (f"configuration key clients.{client_id}.error_dialect must be one of "
+                   f"{', '.join(known)}, got {dialect!r}")
+            raise ConfigError(msg)
+        out[str(client_id)] = str(dialect)
+    return out
 
 
 def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettings:

@@ -33,6 +33,8 @@ def verification_view(record: Verification, secrets: Secrets | None) -> dict[str
         "created_at": rfc3339(record.created_at),
         "expires_at": rfc3339(expires),
     }
+    if record.last_variant is not None:
+        view["last_variant"] = record.last_variant  # the catalog row of last_code (2910/code_mismatch)
     if record.display_code is not None and record.channel is Channel.ARS:
         view["display_code"] = record.display_code  # the digits the user keys into the call
     if record.status is Status.VERIFIED and record.verified_at is not None and secrets is not None:

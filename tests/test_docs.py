@@ -39,3 +39,35 @@ def test_readme_starts_with_the_two_commands():
     assert len(commands) == 2
     assert "veriflow serve" in commands[0]
     assert commands[1].strip() == "./scripts/test"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_magic_numbers_are_current():
+    """The README's magic-number tables equal what the catalog and the simulator's rule give today."""
+    table = load_script("magic_table")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(table.BEGIN) == text.count(table.END) == 1
+    assert table.render(text) == text, "run: python scripts/magic_table.py"
+
+
+def test_the_magic_tables_name_every_row_and_detail_code():
+    """Every catalog row and detail code is asked by a magic number or answered by a named rule."""
+    from service.simulator.magic import magic_rows  # noqa: PLC0415
+
+    table = load_script("magic_table")
+    catalog = Catalog.load()
+    documented = {(r.code, r.variant, r.detail_code) for r in magic_rows(catalog)} | set(table.RULES)
+    for entry in catalog.entries:
+        keys = [(entry.code, entry.variant, d) for d in entry.detail_codes] or [(entry.code, entry.variant, None)]
+        for key in keys:
+            first_row = (entry.code, None, key[2])  # a code's first row, named without its variant
+            assert key in documented or (entry.variant == catalog.get(entry.code).variant
+                                         and first_row in documented), key

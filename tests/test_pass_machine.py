@@ -184,11 +184,27 @@ class TestAnswers:
 
     @pytest.mark.parametrize("report", [
         answer("2000", generation=2), ProviderReport(T0 + 10, "ars.call_result", "2000", None, 1),
-        answer("6702", "6061"), answer("1234"),
-    ], ids=["other-push", "wrong-type", "in-progress", "unknown-code"])
+        answer("6702", "6061", generation=2), answer("1234"),
+    ], ids=["other-push", "wrong-type", "other-push-in-progress", "unknown-code"])
     def test_reports_that_decide_nothing_change_nothing(self, report):
-        """Only a decisive answer about the current push counts."""
+        """Only an answer about the current push counts."""
         assert not PASS.decide(push_sent(), report, POLICY).changed
+
+    @pytest.mark.parametrize("detail", ["6061", "6032", "6114"])
+    def test_a_progress_report_keeps_the_push_waiting_and_names_its_detail(self, detail):
+        """6702 reported (the user is still at it): still push_sent; confirm answers 6702 with the
+        app's detail code, and the approval still verifies."""
+        record = step(push_sent(), answer("6702", detail)).record
+        assert (record.state, record.status, record.last_code, record.last_detail_code) == (
+            PUSH_SENT, Status.PENDING, "6702", detail)
+        reply = PASS.decide(record, Confirm(T0 + 20), POLICY).reply
+        assert (reply.code, reply.detail_code) == ("6702", detail)
+        assert step(record, answer("2000", at=T0 + 30)).record.status is Status.VERIFIED
+
+    def test_the_push_timeout_carries_detail_6203(self):
+        """The push timer's 6706 names the source's 'verification timeout' detail code."""
+        record = step(push_sent(), TimerFired(PUSH_END)).record
+        assert (record.last_code, record.last_detail_code) == ("6706", "6203")
 
     @pytest.mark.parametrize("make", [verified, denied, timed_out, canceled])
     def test_out_of_order_answers_change_nothing(self, make):

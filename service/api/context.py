@@ -42,4 +42,4 @@ def render(rt: Runtime, decision: Decision, success_status: int = 200) -> web.Re
     if reply.ok:
         return json_response(view, status=success_status)
     raise ApiError(reply.code or Code.INTERNAL_ERROR, http_status=reply.http_status,
-                   detail_code=reply.detail_code, verification=view)
+                   detail_code=reply.detail_code, verification=view, variant=reply.variant)

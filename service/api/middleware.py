@@ -13,7 +13,7 @@ from aiohttp import web
 
 from machines.vocabulary import Code
 from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
-from service.api.envelope import render
+from service.api.envelope import render_for
 from service.errors import ApiError, VeriflowError, as_api_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,22 +34,19 @@ IN_PROGRESS_TTL_S = 60
 async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(method=request.method, path=request.path)
-    rt = request.app[RUNTIME]
-    language = request.headers.get("Accept-Language")
     try:
         return await handler(request)
     except VeriflowError as exc:
-        return render(as_api_error(exc), rt.catalog, language)
+        return render_for(request, as_api_error(exc))
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
             raise
         # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
         code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
-        return render(ApiError(code, http_status=exc.status, description=exc.reason),
-                             rt.catalog, language)
+        return render_for(request, ApiError(code, http_status=exc.status, description=exc.reason))
     except Exception:
         log.exception("api.unhandled")
-        return render(ApiError(Code.INTERNAL_ERROR), rt.catalog, language)
+        return render_for(request, ApiError(Code.INTERNAL_ERROR))
 
 
 @web.middleware
@@ -116,8 +113,7 @@ async def _rendered(request: web.Request, handler: Handler) -> web.StreamRespons
     try:
         return await handler(request)
     except VeriflowError as exc:
-        rt = request.app[RUNTIME]
-        return render(as_api_error(exc), rt.catalog, request.headers.get("Accept-Language"))
+        return render_for(request, as_api_error(exc))
 
 
 @web.middleware

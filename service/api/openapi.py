@@ -154,6 +154,8 @@ SCHEMAS = {
                    "enum": ["pending", "verified", "completed", "failed", "expired", "canceled"]},
         "state": {"type": "string"}, "last_code": {"type": ["string", "null"]},
         "last_detail_code": {"type": ["string", "null"]},
+        "last_variant": {"type": "string", "description": (
+            "only when last_code has several catalog rows: the row's variant (2910: code_mismatch)")},
         "attempts_left": {"type": ["integer", "null"]}, "resends_left": {"type": ["integer", "null"]},
         "fallback": {"type": "array", "items": {"type": "string"}},
         "key_token": {"type": "string"},
@@ -164,7 +166,10 @@ SCHEMAS = {
         "error": {"type": "object", "properties": {
             "code": {"type": "string"}, "detail_code": {"type": ["string", "null"]},
             "message": {"type": "string"}, "description": {"type": "string"},
-            "retryable": {"type": "boolean"}}},
+            "retryable": {"type": "boolean"},
+            "veriflow_code": {"type": "string", "description": (
+                "only for a client with a second error dialect: veriflow's own code, `code` being "
+                "the dialect's where it has one")}}},
         "verification": VERIFICATION}},
 }
 

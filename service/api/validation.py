@@ -8,12 +8,14 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
+from machines.age import CENTURY
 from machines.vocabulary import Channel
 from service.effects.callbacks import is_private_address
 from service.errors import invalid
 from service.providers.ports import Subscriber
 
 PHONE = re.compile(r"^01[016789]\d{7,8}$")
+EARLIEST_BIRTH_YEAR = 1900  # nobody alive was born before: 9/0, the 1800s' gender digits, never agree
 CARRIERS = {"SKT", "KT", "LGT", "LGU+"}
 MAX_TEXT = 64
 
@@ -55,9 +57,20 @@ def birth_date(value: Any) -> str:
         born = date(int(raw[:4]), int(raw[4:6]), int(raw[6:8])) if len(raw) == 8 else None  # noqa: PLR2004
     except ValueError:
         born = None
-    if born is None or born > date.today() or born.year < 1900:  # noqa: PLR2004, DTZ011
+    if born is None or born > date.today() or born.year < EARLIEST_BIRTH_YEAR:  # noqa: DTZ011
         raise invalid("subject.birth must be a date YYYYMMDD")
     return raw
+
+
+def gender_of_century(gender: str, birth: str) -> str:
+    """The gender digit names the century of birth (source: 1/2/5/6 before 2000, 3/4/7/8 from 2000,
+    9/0 before 1900); a birth date that is not of that century is 400 3001. Without a birth date
+    (mOTP), only the digits of a century a birth date may be in are accepted."""
+    century = CENTURY.get(gender)
+    if century is None or century < EARLIEST_BIRTH_YEAR or (birth and int(birth[:4]) // 100 * 100 != century):
+        raise invalid("subject.gender_digit must agree with the century of subject.birth: 1, 2, 5, 6 "
+                      "before 2000, 3, 4, 7, 8 from 2000 (9 and 0, before 1900, are not accepted)")
+    return gender
 
 
 def subject(body: dict[str, Any]) -> Subscriber:
@@ -65,7 +78,7 @@ def subject(body: dict[str, Any]) -> Subscriber:
     if not isinstance(raw, dict):
         raise invalid("subject must be an object with name, birth, gender_digit, phone, carrier")
     gender = raw.get("gender_digit")
-    if not (isinstance(gender, str | int) and str(gender) in set("12345678")):
+    if not (isinstance(gender, str | int) and str(gender) in CENTURY):
         raise invalid("subject.gender_digit must be the 7th digit of the resident number, 1 to 8")
     carrier = raw.get("carrier")
     if not isinstance(carrier, str) or carrier.upper() not in CARRIERS:
@@ -75,10 +88,11 @@ def subject(body: dict[str, Any]) -> Subscriber:
         raise invalid("subject.is_mvno must be true or false")
     name = text(raw, "name")
     assert name is not None  # noqa: S101 - required above
+    birth = birth_date(raw.get("birth"))
     return Subscriber(
         name=name,
-        birth=birth_date(raw.get("birth")),
-        gender_digit=str(gender),
+        birth=birth,
+        gender_digit=gender_of_century(str(gender), birth),
         phone=phone_digits(raw.get("phone")),
         carrier=carrier.upper().replace("LGU+", "LGT"),
         is_mvno=is_mvno,
@@ -157,7 +171,7 @@ def motp_subject(body: dict[str, Any]) -> Subscriber:
     name = text(raw, "name")
     assert name is not None  # noqa: S101 - required
     gender = raw.get("gender_digit")
-    if gender is not None and not (isinstance(gender, str | int) and str(gender) in set("12345678")):
+    if gender is not None and not (isinstance(gender, str | int) and str(gender) in CENTURY):
         raise invalid("subject.gender_digit must be the 7th digit of the resident number, 1 to 8")
     carrier = raw.get("carrier")
     if carrier is not None and (not isinstance(carrier, str) or carrier.upper() not in CARRIERS):
@@ -165,10 +179,11 @@ def motp_subject(body: dict[str, Any]) -> Subscriber:
     is_mvno = raw.get("is_mvno", False)
     if not isinstance(is_mvno, bool):
         raise invalid("subject.is_mvno must be true or false")
+    birth = birth_date(raw["birth"]) if raw.get("birth") is not None else ""
     return Subscriber(
         name=name,
-        birth=birth_date(raw["birth"]) if raw.get("birth") is not None else "",
-        gender_digit=str(gender) if gender is not None else "",
+        birth=birth,
+        gender_digit=gender_of_century(str(gender), birth) if gender is not None else "",
         phone=phone_digits(raw.get("phone")),
         carrier=carrier.upper().replace("LGU+", "LGT") if carrier is not None else "",
         is_mvno=is_mvno,

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import structlog
 from aiohttp import web
 
+from machines.common import RESEND_DETAIL_UNKNOWN
 from machines.core import Decision
 from machines.events import Cancel, Event, Redeem, Start, StartCall, SwitchChannel, Tick
 from machines.record import Verification
@@ -25,6 +26,8 @@ from service.store.plan import Claim
 from service.views import rfc3339, verification_view
 
 routes = web.RouteTableDef()
+# The detail code of a route's "unknown" answer: a resend names no request at all (4003/4004).
+UNKNOWN_DETAIL = {Code.UNKNOWN_FOR_RESEND: RESEND_DETAIL_UNKNOWN}
 
 
 async def transition(request: web.Request, build_event: EventBuilder, unknown_code: Code,
@@ -33,13 +36,14 @@ async def transition(request: web.Request, build_event: EventBuilder, unknown_co
     rt = runtime(request)
     verification_id = request.match_info["id"]
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
+    unknown = ApiError(unknown_code, http_status=404, detail_code=UNKNOWN_DETAIL.get(unknown_code))
     if rt.store.keys.shard_of_id(verification_id) is None:
-        raise ApiError(unknown_code, http_status=404)
+        raise unknown
     try:
         return await rt.transactor.apply(verification_id, build_event, client_id=request[CLIENT_ID],
                                          claims=claims)
     except UnknownVerificationError:
-        raise ApiError(unknown_code, http_status=404) from None
+        raise unknown from None
 
 
 @routes.post("/v1/verifications")

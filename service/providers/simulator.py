@@ -52,7 +52,7 @@ class SimulatorClient:
     @staticmethod
     def _refusal(answer: dict[str, Any]) -> Refusal | None:
         code = answer.get("code")
-        return Refusal(str(code), answer.get("detail_code")) if code else None
+        return Refusal(str(code), answer.get("detail_code"), answer.get("variant")) if code else None
 
     async def check_subscriber(self, reference: str, channel: str, subscriber: Subscriber) -> Refusal | None:
         answer = await self._post("/provider/subscriber", {

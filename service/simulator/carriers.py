@@ -1,6 +1,7 @@
-"""The simulator's carriers and SMS gateway: the subscriber check at start, the add-on check at
-confirm (magic numbers pick a refusal), and SMS delivery into each phone's inbox, which a person
-or a test reads at `GET /sim/sms?phone=…`.
+"""The simulator's carriers and SMS gateway: the subscriber check at start, the add-on checks at
+confirm (and the carrier's own check of the code: 2910/code_mismatch), where magic numbers pick a
+refusal, and SMS delivery into each phone's inbox, which a person or a test reads at
+`GET /sim/sms?phone=…`.
 """
 
 from __future__ import annotations
@@ -12,22 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
-from machines.vocabulary import Code
 from service.catalog import Catalog
 from service.jsonio import json_response
 from service.simulator.auth import signed
 from service.simulator.bounded import RecentMap, RecentSet
-from service.simulator.magic import digits, magic_outcome
+from service.simulator.magic import ADDON_CHECK, SUBSCRIBER_POINTS, Outcome, at, digits
 
-# The refusals each channel's upstream can answer at start. ARS: the carrier's subscriber check;
-# PASS: the gateway's refusals (6752: the push could not be sent, which the verification
-# survives; the others end it).
+# The refusals each channel's upstream can answer at start (SMS and ARS: the carrier's subscriber
+# check; PASS: the gateway's refusals, where 6752 - the push could not be sent - is survived).
 SUBSCRIBER_REFUSALS: dict[str, frozenset[str]] = {
-    "sms": frozenset({Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}),
-    "ars": frozenset({Code.CARRIER_REFUSED, Code.CARRIER_DATA_INVALID}),
-    "pass": frozenset({"6701", "6704", "6707", "6751", "6752", "6753", "6754", "6755", "6756", "6757"}),
-}
-ADDON_REFUSALS = frozenset({Code.KT_CORPORATE_LINK_PENDING, Code.SKT_ADDON_PENDING})
+    channel: point.codes for channel, point in SUBSCRIBER_POINTS.items()}
+ADDON_REFUSALS = ADDON_CHECK.codes | frozenset(ADDON_CHECK.later)
 INBOX_LIMIT = 50
 CODE_IN_TEXT = re.compile(r"\[([0-9]{4,10})\]")
 
@@ -48,17 +44,18 @@ class Carriers:
         app.router.add_post("/provider/sms", signed(self.secret, self.deliver_sms))
 
     @staticmethod
-    def _answer(outcome: tuple[str, str | None] | None) -> web.Response:
-        code, detail = outcome or (None, None)
-        return json_response({"code": code, "detail_code": detail})
+    def _answer(outcome: Outcome | None) -> web.Response:
+        if outcome is None:
+            return json_response({"code": None, "detail_code": None})
+        return json_response({"code": outcome.code, "detail_code": outcome.detail_code,
+                              "variant": outcome.variant})
 
     async def check_subscriber(self, _: web.Request, body: dict[str, Any]) -> web.Response:
-        allowed = SUBSCRIBER_REFUSALS.get(str(body.get("channel")), frozenset())
-        return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
+        point = SUBSCRIBER_POINTS.get(str(body.get("channel")))
+        return self._answer(None if point is None else at(point, str(body.get("phone", "")), self.catalog))
 
     async def check_addons(self, _: web.Request, body: dict[str, Any]) -> web.Response:
-        allowed = ADDON_REFUSALS
-        return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
+        return self._answer(at(ADDON_CHECK, str(body.get("phone", "")), self.catalog))
 
     async def deliver_sms(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         reference = str(body["reference"])

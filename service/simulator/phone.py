@@ -5,10 +5,12 @@ one the simulator was configured with at its start, never one named in a request
 requests the service sent (signed: `auth`) ring or wait here: an outcome is only ever reported
 about a reference the service sent.
 
-Magic numbers (contract section 5) pick the outcome where the real one would happen: a call
-outcome (4604, 4610-4642, 4699) is reported as soon as the call is placed, 4698 (the carrier's
+Magic numbers (contract section 5, `magic`) pick the outcome where the real one would happen: a
+call outcome (4604, 4610-4642, 4699) is reported as soon as the call is placed, 4698 (the carrier's
 check after the digits) when the user keys them in; a PASS outcome with its detail code (6703,
-6705, 6706) as soon as the push arrives. Any other number rings (waits) until the user acts.
+6705, 6706) as soon as the push arrives, and so are a push that could not be delivered after all
+(6752, the `0001` form) and the app's progress (6702 with 6061, 6032 or 6114: the push keeps
+waiting for the user). Any other number rings (waits) until the user acts.
 State lives in this process's memory.
 """
 
@@ -25,7 +27,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from machines.ars import CALL_OUTCOMES, CALL_RESULT
+from machines.ars import CALL_RESULT
 from machines.pass_push import PUSH_RESULT
 from machines.vocabulary import Code
 from service import signing
@@ -33,13 +35,14 @@ from service.catalog import Catalog
 from service.jsonio import json_response
 from service.simulator.auth import signed
 from service.simulator.bounded import RecentMap, RecentSet
-from service.simulator.magic import digits, magic_outcome
+from service.simulator.magic import CALL, KEYPAD, PUSH, Point, at, digits
 
 log = structlog.get_logger("veriflow.simulator")
 
-OUTCOMES_AT_KEYPAD = frozenset({"4698"})
-OUTCOMES_AT_CALL = CALL_OUTCOMES - OUTCOMES_AT_KEYPAD
-OUTCOMES_AT_PUSH = frozenset({"6703", "6705", "6706"})
+OUTCOMES_AT_KEYPAD = KEYPAD.codes
+OUTCOMES_AT_CALL = CALL.codes
+OUTCOMES_AT_PUSH = PUSH.codes | frozenset(PUSH.later)
+PUSH_STATES: dict[str, str] = {Code.APP_DENIED: "denied", Code.APP_NOT_FINISHED: "waiting", Code.PUSH_FAILED: "expired"}
 DENIAL = (Code.APP_DENIED.value, "6205")
 WEBHOOK_TIMEOUT_S = 10
 
@@ -90,8 +93,9 @@ class PhoneApps:
         if self.session is not None:
             await self.session.close()
 
-    def _magic(self, phone: str, allowed: frozenset[str]) -> tuple[str, str | None] | None:
-        return magic_outcome(phone, allowed, self.catalog)
+    def _magic(self, phone: str, point: Point) -> tuple[str, str | None] | None:
+        found = at(point, phone, self.catalog)
+        return None if found is None else (found.code, found.detail_code)
 
     async def report(self, event_type: str, reference: str, code: str, detail_code: str | None) -> int:
         """POST a signed provider event to the service; returns the HTTP status (0: unreachable)."""
@@ -123,7 +127,7 @@ class PhoneApps:
                 older.state = "ended"
         call = Call(reference, str(body["display_code"]))
         self.calls.setdefault(phone).append(call)
-        magic = self._magic(phone, OUTCOMES_AT_CALL)
+        magic = self._magic(phone, CALL)
         if magic is not None:
             call.state, call.outcome = "ended", magic[0]
             await self.report(CALL_RESULT, reference, *magic)
@@ -138,9 +142,9 @@ class PhoneApps:
                 older.state = "expired"
         push = Push(reference, time.monotonic() + int(body.get("timeout_s") or 180))
         self.pushes.setdefault(phone).append(push)
-        magic = self._magic(phone, OUTCOMES_AT_PUSH)
+        magic = self._magic(phone, PUSH)
         if magic is not None:
-            push.state = "denied" if magic[0] == Code.APP_DENIED else "expired"
+            push.state = PUSH_STATES.get(magic[0], "expired")
             await self.report(PUSH_RESULT, reference, *magic)
         return json_response({"code": None, "reference": reference})
 
@@ -166,7 +170,7 @@ class PhoneApps:
         if not hmac.compare_digest(keyed.encode(), call.display_code.encode()):
             outcome = (Code.ARS_WRONG_DIGITS.value, None)
         else:
-            outcome = self._magic(phone, OUTCOMES_AT_KEYPAD) or (Code.SUCCESS.value, None)
+            outcome = self._magic(phone, KEYPAD) or (Code.SUCCESS.value, None)
         call.state, call.outcome = "ended", outcome[0]
         status = await self.report(CALL_RESULT, call.reference, *outcome)
         return json_response({"outcome": outcome[0], "webhook_status": status})
