@@ -34,7 +34,7 @@ from service.store.plan import Claim
 log = structlog.get_logger("veriflow.providers")
 routes = web.RouteTableDef()
 
-PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 
 
 def required(body: dict[str, Any], name: str, limit: int) -> str:
@@ -63,7 +63,7 @@ async def provider_event(request: web.Request) -> web.Response:
     if not signing.verify(rt.settings.provider_secret, raw, request.headers.get(signing.HEADER), time.time()):
         log.warning("provider_event.bad_signature", provider=provider[:32])
         raise ApiError(Code.BAD_SIGNATURE)
-    if not PROVIDER_ID.match(provider):
+    if not PROVIDER_ID.fullmatch(provider):
         raise invalid("the provider id must be a short lowercase name")
     event_id, event_type, reference, code, detail_code = event_fields(raw)
     structlog.contextvars.bind_contextvars(provider=provider, event_id=event_id, event_type=event_type)

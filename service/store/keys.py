@@ -11,12 +11,20 @@ import re
 import secrets
 import zlib
 
-ID_PATTERN = re.compile(r"^[0-9a-f]{28}$")
+ID_PATTERN = re.compile(r"[0-9a-f]{28}", re.ASCII)  # fullmatch: no trailing newline
 SERVICE_KEY = "vf:{secret}:service-key"
 
 
 def digest(text: str) -> str:
-    """A short stable digest for client-chosen names inside keys (bounded length, no `{}`)."""
+    """A short stable digest for client-chosen names inside keys (bounded length, no `{}`).
+
+    Unkeyed on purpose, and only ever given identifiers a client chose for its own requests (a
+    tx_id, an Idempotency-Key, an mOTP user id) or a provider's event id, never a subject field:
+    those are opaque references the contract does not count as personal data, and the key names
+    must stay the same across processes that are given the service key at different moments (a
+    development key is only read from the store after these are needed). Anything derived from a
+    name, birth date or phone number goes through a keyed digest instead (`Secrets`, and the
+    limiter's `keyed_digest_for`)."""
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -33,7 +41,7 @@ class Keys:
 
     def shard_of_id(self, verification_id: str) -> int | None:
         """The shard an id names, or None for a malformed or foreign id."""
-        if not ID_PATTERN.match(verification_id):
+        if not ID_PATTERN.fullmatch(verification_id):
             return None
         shard = shard_in(verification_id)
         return shard if shard < self.shards else None
