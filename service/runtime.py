@@ -22,6 +22,7 @@ from service.providers.simulator import SimulatorClient
 from service.settings import Settings
 from service.store.client import StoreInfo, connect
 from service.store.keys import Keys
+from service.store.limits import Limiter, keyed_digest_for
 from service.store.outbox import OutboxStreams
 from service.store.store import Store
 from service.timers import TimerWorker
@@ -45,6 +46,7 @@ class Runtime:
     callbacks: Callbacks
     timers: TimerWorker
     dispatcher: Dispatcher
+    limiter: Limiter
 
     async def close(self) -> None:
         await self.http.close()
@@ -82,8 +84,11 @@ async def build_runtime(
     clock = clock or SystemClock()
     keys = Keys(settings.shards)
     store = Store(client, keys)
-    secret = Secrets(await service_key(store, settings.secret_key))
+    key = await service_key(store, settings.secret_key)
+    secret = Secrets(key)
     metrics = Metrics()
+    limiter = Limiter(client, settings.limits, keyed_digest_for(key), clock.now_ms,
+                      on_refusal=metrics.limit_refusal)
     http = aiohttp.ClientSession()
     providers = simulator_providers(settings, http, simulator_url)
     callbacks = Callbacks(settings, secret, callback_session(allow_private=settings.allow_private_callbacks))
@@ -106,4 +111,5 @@ async def build_runtime(
         callbacks=callbacks,
         timers=TimerWorker(transactor, clock, metrics),
         dispatcher=dispatcher,
+        limiter=limiter,
     )

@@ -16,6 +16,7 @@ import yaml
 
 from machines.record import Policy
 from machines.vocabulary import Channel
+from service.limits import LimitSettings
 
 
 def config_dir() -> Path:
@@ -102,6 +103,7 @@ class Settings:
     fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
     webhook_url: str | None
     event_dedup_ttl_s: int
+    limits: LimitSettings  # the abuse limits of contract section 9
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -287,7 +289,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fallback=_fallback(raw),
         webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
+        limits=_limits(raw),
     )
+
+
+def _limits(raw: Mapping[str, Any]) -> LimitSettings:
+    section = raw.get("limits")
+    try:
+        return LimitSettings.from_config(section)
+    except ValueError as exc:
+        msg = f"configuration key {exc}"
+        raise ConfigError(msg) from None
 
 
 def _issuer(raw: Mapping[str, Any]) -> str:

@@ -24,4 +24,6 @@ def render(error: ApiError, catalog: Catalog, accept_language: str | None) -> we
     }
     if error.verification is not None:
         body["verification"] = error.verification
-    return json_response(body, status=error.http_status or entry.http_status)
+    response = json_response(body, status=error.http_status or entry.http_status)
+    response.headers.update(error.headers)
+    return response

@@ -12,6 +12,7 @@ from machines.events import Event, MotpStart, Resend
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service.api import validation
+from service.channels.admission import Admission
 from service.channels.base import EventBuilder
 from service.motp.enrolment import Motp
 from service.providers.ports import Subscriber
@@ -27,11 +28,14 @@ class MotpChannel:
     channel = Channel.MOTP
     takes_over = False  # a person proves who they are to enrol, not by falling back
 
-    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any]) -> tuple[Verification, Event]:
+    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any],
+                            admission: Admission) -> tuple[Verification, Event]:
         start = validation.motp_start_request(body, allow_private=rt.settings.allow_private_callbacks)
         ref = motp_user_ref(client_id, start.user_id)
         verification_id = rt.store.keys.new_id(motp_user_shard(rt.store.keys, ref))
         structlog.contextvars.bind_contextvars(verification_id=verification_id, motp_user=ref)
+        # The app shows the codes: an mOTP start counts as a start, never as a send.
+        await admission.start(verification_id, start.subject.phone, start.end_user_ip, sending=False)
         m = motp(rt)
         user = await rt.store.load_motp_user(ref)
         refusal = m.start_refusal(user, start.subject.name, start.subject.phone)
