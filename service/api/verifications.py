@@ -51,9 +51,9 @@ async def start_verification(request: web.Request) -> web.Response:
     admission = Admission(rt, request[CLIENT_ID])
     decision: Decision | None = None
     try:
-        record, event = await shell.prepare_start(rt, request[CLIENT_ID], body, admission)
         try:
-            decision = await rt.transactor.create(record, event)
+            record, event = await shell.prepare_start(rt, request[CLIENT_ID], body, admission)
+            decision = await rt.transactor.create(record, event, tx_id_held=admission.tx_id_held is not None)
         except ClaimTakenError:
             raise ApiError(Code.DUPLICATE_TX_ID) from None
     finally:

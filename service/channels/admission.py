@@ -41,13 +41,18 @@ class Admission:
         self.client_id = client_id
         self.grant: Grant | None = None
         self._kind: str | None = None
+        self.tx_id_held: Verification | None = None  # the new verification whose tx_id is held
 
-    async def start(self, verification_id: str, phone: str, ip: str | None, *, sending: bool) -> None:
-        """Count a start (and, when `sending`, its first send), or raise LimitedError."""
+    async def start(self, record: Verification, phone: str, ip: str | None, *, sending: bool) -> None:
+        """Count the start of the new `record` (and, when `sending`, its first send), or raise
+        LimitedError. Its tx_id is taken first (4007 when live elsewhere), so a duplicate start is
+        answered as one and counts nothing, however many arrive at once."""
         if self.grant is not None:
             return
+        if await self.rt.transactor.hold_tx_id(record):
+            self.tx_id_held = record
         answer = await self.rt.limiter.acquire(client_id=self.client_id, phone=phone, ip=ip,
-                                               verification_id=verification_id, kind="start",
+                                               verification_id=record.id, kind="start",
                                                sends=sending)
         self._take(answer, "start")
 
@@ -90,6 +95,9 @@ class Admission:
 
     async def settle(self, decision: Decision | None) -> None:
         """Give back what the request did not use; `decision` is None when nothing was committed."""
+        held, self.tx_id_held = self.tx_id_held, None
+        if decision is None and held is not None:
+            await self.rt.transactor.drop_tx_id(held)
         grant = self.grant
         if grant is None:
             return

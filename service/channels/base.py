@@ -64,7 +64,7 @@ class SubscriberChannel:
             callback_url=start.callback_url, service_name=start.service_name,
             subject=rt.secrets.seal_subject(start.subject, verification_id),
         )
-        await admission.start(verification_id, start.subject.phone, start.end_user_ip, sending=True)
+        await admission.start(record, start.subject.phone, start.end_user_ip, sending=True)
         return record, await self.start_event(rt, record, start.subject, now)
 
     async def start_event(self, rt: Runtime, record: Verification, subject: Subscriber, now_ms: int) -> Event:

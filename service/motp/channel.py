@@ -34,11 +34,6 @@ class MotpChannel:
         ref = motp_user_ref(client_id, start.user_id)
         verification_id = rt.store.keys.new_id(motp_user_shard(rt.store.keys, ref))
         structlog.contextvars.bind_contextvars(verification_id=verification_id, motp_user=ref)
-        # The app shows the codes: an mOTP start counts as a start, never as a send.
-        await admission.start(verification_id, start.subject.phone, start.end_user_ip, sending=False)
-        m = motp(rt)
-        user = await rt.store.load_motp_user(ref)
-        refusal = m.start_refusal(user, start.subject.name, start.subject.phone)
         now = rt.clock.now_ms()
         record = Verification(
             id=verification_id, client_id=client_id, channel=Channel.MOTP, state=NEW,
@@ -46,6 +41,11 @@ class MotpChannel:
             callback_url=start.callback_url, service_name=start.service_name, motp_user=ref,
             subject=rt.secrets.seal_subject(start.subject, verification_id),
         )
+        # The app shows the codes: an mOTP start counts as a start, never as a send.
+        await admission.start(record, start.subject.phone, start.end_user_ip, sending=False)
+        m = motp(rt)
+        user = await rt.store.load_motp_user(ref)
+        refusal = m.start_refusal(user, start.subject.name, start.subject.phone)
         # The transactor claims the tx_id in the tx_id's own shard, like every channel's, so a
         # tx_id is unique across all of them.
         return record, MotpStart(now, user=user, refusal=refusal)
