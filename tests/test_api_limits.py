@@ -14,9 +14,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from service import settings as settings_module
 from service.limits import LimitSettings, Window
+from service.settings import ConfigError
 from tests.conftest import OTHER_KEY, Api, free_port, start_body
 from tests.test_processes import Process, wait_ready
+from tests.test_security import snapshot
 
 PHONE = "01055500001"
 
@@ -96,8 +99,10 @@ class TestPerPhone:
         status, resent = await api.call("POST", f"/v1/verifications/{started['id']}/resend")
         assert (status, resent["resends_left"]) == (200, 2)
         code = await api.latest_code(PHONE, 2)
+        before = await snapshot(api)
         status, body, headers = await call_with_headers(api, "POST", f"/v1/verifications/{started['id']}/resend")
         assert_limited(status, body)
+        assert await snapshot(api) == before, "a refused resend changes nothing in the store"
         assert int(headers["Retry-After"]) >= 599
         status, read = await api.call("GET", f"/v1/verifications/{started['id']}")
         assert (read["status"], read["resends_left"], read["last_code"]) == ("pending", 2, None)
@@ -139,8 +144,10 @@ class TestPerPhone:
         assert failed["fallback"] == ["sms"]
         await api.start(phone)
         await api.start(phone)  # room for two: the refused PASS start sent nothing
+        before = await snapshot(api)
         status, body = await api.call("POST", f"/v1/verifications/{failed['id']}/fallback", {"channel": "sms"})
         assert_limited(status, body)
+        assert await snapshot(api) == before
         status, read = await api.call("GET", f"/v1/verifications/{failed['id']}")
         assert (read["status"], read["channel"], read["fallback"]) == ("failed", "pass", ["sms"])
 
@@ -263,3 +270,30 @@ async def test_two_api_processes_share_the_limits(redis_server: str, subprocess_
         for process in started:
             process.stop(signal.SIGKILL)
         await client.aclose()
+
+
+class TestConfiguration:
+    def test_the_defaults_are_those_of_the_contract(self):
+        limits = settings_module.load({}).limits
+        assert limits == LimitSettings(per_phone=Window(5, 600), resend_cooldown_s=0, per_ip=None,
+                                       per_prefix=None, prefix_digits=7, per_client=None)
+
+    def test_a_file_merges_deeply_and_a_bad_value_names_its_key(self, tmp_path: Path):
+        config = tmp_path / "veriflow.yaml"
+        config.write_text("limits: {per_ip: {starts: 3}, per_phone: null}\n", encoding="utf-8")
+        limits = settings_module.load({"VERIFLOW_CONFIG": str(config)}).limits
+        assert (limits.per_ip, limits.per_phone, limits.per_prefix) == (Window(3, 600), None, None)
+        config.write_text("limits: {per_client: {starts: 0}}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"limits\.per_client\.starts"):
+            settings_module.load({"VERIFLOW_CONFIG": str(config)})
+
+
+async def test_openapi_describes_end_user_ip_and_3006(api: Api):
+    status, doc = await api.call("GET", "/openapi.json", key=None)
+    assert status == 200
+    start = doc["paths"]["/v1/verifications"]["post"]
+    assert "end_user_ip" in start["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    for path in ("/v1/verifications", "/v1/verifications/{id}/resend", "/v1/verifications/{id}/fallback"):
+        refused = doc["paths"][path]["post"]["responses"]["429"]
+        assert "3006" in refused["description"]
+        assert "Retry-After" in refused["headers"]

@@ -32,6 +32,8 @@ from service.providers.simulator import SimulatorClient
 from service.runtime import build_runtime
 from service.store.client import StoreInfo
 from tests.conftest import API_KEY, Api, free_port, make_settings, start_body
+from tests.phone import sim_items
+from tests.phone import start as start_channel
 from tests.test_callback_address import DISGUISED_PRIVATE, UNDELIVERABLE
 
 PHONE = "01066667777"
@@ -262,6 +264,19 @@ class TestDigitsThatAreNotDigits:
         assert await snapshot(api) == before, "no failure counted on the user"
         status, body = await api.call("POST", f"/v1/verifications/{started['id']}/confirm", {"code": code})
         assert (status, body["status"]) == (200, "verified")
+
+
+    async def test_ars_keypad_digits_of_other_scripts_are_wrong_digits(self, api: Api):
+        """The simulator's keypad: the display code in full-width digits is 4602, not a success."""
+        phone = "01024680000"
+        status, started = await start_channel(api, "ars", phone)
+        assert status == 201
+        assert (await sim_items(api, "ars", phone))[0]["state"] == "ringing"
+        disguised = "".join(chr(0xFF10 + int(d)) for d in started["display_code"])
+        status, answer = await api.call("POST", f"/sim/ars/{phone}/keypad", {"digits": disguised}, key=None)
+        assert (status, answer["outcome"]) == (200, "4602")
+        status, read = await api.call("GET", f"/v1/verifications/{started['id']}")
+        assert (read["status"], read["last_code"]) == ("pending", "4602")
 
 
 class TestIdempotencyRecord:

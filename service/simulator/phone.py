@@ -12,6 +12,7 @@ State lives in this process's memory.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from service.simulator.magic import digits, magic_outcome
 log = structlog.get_logger("veriflow.simulator")
 
 OUTCOMES_AT_KEYPAD = frozenset({"4698"})
+ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 OUTCOMES_AT_CALL = CALL_OUTCOMES - OUTCOMES_AT_KEYPAD
 OUTCOMES_AT_PUSH = frozenset({"6703", "6705", "6706"})
 DENIAL = (Code.APP_DENIED.value, "6205")
@@ -162,7 +164,8 @@ class PhoneApps:
             keyed = ""
         call = ringing[-1]
         outcome: tuple[str, str | None]
-        if not hmac.compare_digest(keyed.encode(), call.display_code.encode()):
+        # A keypad has ASCII digits only: other scripts' digits or full-width forms are wrong digits.
+        if not ASCII_DIGITS.fullmatch(keyed) or not hmac.compare_digest(keyed.encode(), call.display_code.encode()):
             outcome = (Code.ARS_WRONG_DIGITS.value, None)
         else:
             outcome = self._magic(phone, OUTCOMES_AT_KEYPAD) or (Code.SUCCESS.value, None)
