@@ -111,9 +111,12 @@ def end_user_ip(body: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not value.isascii() or len(value) > MAX_IP_TEXT:
         raise refused
     try:
-        return ipaddress.ip_address(value).compressed
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise refused from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # one end user, one address: ::ffff:192.0.2.1 is 192.0.2.1
+    return address.compressed
 
 
 def channel(body: dict[str, Any]) -> Channel:

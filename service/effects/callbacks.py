@@ -3,9 +3,11 @@
 Where: public addresses only, unless configured otherwise.
 
 A callback URL is the client's choice, so it is a server-side request forgery risk: the check
-happens at start (the URL's host), and again on the connection itself, through a resolver that
+happens at start and before each delivery (`callback_address.check_callback_url`: the host as
+the HTTP client will read it), and again on the connection itself, through a resolver that
 drops every non-public address, so a DNS answer that changes between the two (rebinding) or a
-redirect (callbacks never follow one) cannot reach the service's own network.
+redirect (callbacks never follow one) cannot reach the service's own network. A URL that can
+never be delivered (refused by the check, or a name with no public address) is dropped at once.
 """
 
 from __future__ import annotations

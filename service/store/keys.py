@@ -20,11 +20,10 @@ def digest(text: str) -> str:
 
     Unkeyed on purpose, and only ever given identifiers a client chose for its own requests (a
     tx_id, an Idempotency-Key, an mOTP user id) or a provider's event id, never a subject field:
-    those are opaque references the contract does not count as personal data, and the key names
-    must stay the same across processes that are given the service key at different moments (a
-    development key is only read from the store after these are needed). Anything derived from a
-    name, birth date or phone number goes through a keyed digest instead (`Secrets`, and the
-    limiter's `keyed_digest_for`)."""
+    those are opaque references the contract does not count as personal data, and `Keys` names
+    keys before the service key is known (the development key itself is read from the store).
+    Anything derived from a name, birth date or phone number goes through a keyed digest
+    instead (`Secrets`, and the limiter's `keyed_digest_for`)."""
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
