@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestServer
 from service.api.app import build_app
 from service.clock import ManualClock
 from service.effects.callback_address import is_public
+from service.limits import LimitSettings
 from service.providers.simulator import SimulatorClient
 from service.runtime import build_runtime
 from service.store.client import StoreInfo
@@ -308,6 +309,14 @@ class TestIdempotencyRecord:
                 assert digest.encode() not in dump
                 assert digest[:24].encode() not in dump
             assert value.encode() not in dump, "no personal data in plain text"
+
+
+    async def test_a_verification_id_says_nothing_about_the_phone(self, api: Api):
+        """An id shows its shard: it used to be a CRC of the phone (4 of its bits with 16 shards,
+        14 with the most). Now a verification without a tx_id lands on a random shard."""
+        api.rt.limiter.settings = LimitSettings(per_phone=None)
+        shards = {(await api.start(PHONE))["id"][:4] for _ in range(20)}
+        assert len(shards) > 1
 
 
 class TestMotpSecretShownOnce:

@@ -34,6 +34,12 @@ class Keys:
     def shard_of(self, text: str) -> int:
         return zlib.crc32(text.encode()) % self.shards
 
+    def any_shard(self) -> int:
+        """A random shard, for a verification nothing else needs to share a slot with. Not the
+        phone's: a verification id shows its shard, and an unkeyed function of the phone would
+        give away some of its digits to whoever reads the id."""
+        return secrets.randbelow(self.shards)
+
     def new_id(self, shard: int) -> str:
         """A verification id: its shard in 4 hex digits, then 96 random bits."""
         return f"{shard:04x}{secrets.token_hex(12)}"
