@@ -10,7 +10,7 @@ from dataclasses import asdict
 import structlog
 from aiohttp import web
 
-from machines.core import Decision
+from machines.core import Decision, deadline_passed
 from machines.events import Cancel, Event, Redeem, Start, StartCall, SwitchChannel, Tick
 from machines.record import Verification
 from machines.vocabulary import Channel, Code
@@ -129,7 +129,8 @@ async def fallback(request: web.Request) -> web.Response:
         offered = channel.value in (record.fallback or "").split(",")
         if not (offered and shell.takes_over) or record.subject is None:
             return SwitchChannel(now, channel.value)  # not offered: the machine answers 409
-        await admission.send(record)  # counted once, before the new channel asks the upstream
+        if not deadline_passed(record, now):  # else the offer is withdrawn first: a 409, not a send
+            await admission.send(record)  # counted once, before the new channel asks the upstream
         start = await shell.start_event(rt, record, rt.secrets.subject(record), now)
         assert isinstance(start, Start | StartCall)  # noqa: S101 - what a channel that takes over starts with
         return SwitchChannel(now, channel.value, start)

@@ -15,7 +15,7 @@ code drawn, no resend spent, nothing sent.
 
 from __future__ import annotations
 
-from machines.core import Decision
+from machines.core import Decision, deadline_passed
 from machines.effects import PlaceCall, SendPush, SendSms
 from machines.events import Event
 from machines.record import Verification
@@ -69,8 +69,8 @@ class Admission:
         """Before a resend's `event` is decided on `record`: a verification no longer pending gets its
         section 7 answer; one the machine would send for is counted once (`send`); one the event
         would end at its cap is refused when over a limit, counting nothing (`check_send`)."""
-        if record.status is not Status.PENDING:
-            return
+        if record.status is not Status.PENDING or deadline_passed(record, event.now_ms):
+            return  # answered as section 7 says (a passed deadline expires it first)
         peek = self.rt.transactor.decide(record, event)  # pure: the same decision the commit makes
         if sends(peek):
             await self.send(record)
