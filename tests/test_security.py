@@ -122,9 +122,11 @@ class TestSmsPumping:
         assert await records(api) == 5
         assert len(await api.inbox(PHONE)) == 5
         before = await snapshot(api)
-        status, body = await api.call("POST", "/v1/verifications", start_body(PHONE))
-        assert (status, body["error"]["code"]) == (429, "3006")
-        assert await snapshot(api) == before, "a refused start changes nothing in the store"
+        for extra in ({}, {"tx_id": "order-51", "callback_url": "https://example.com/hook", "end_user_ip": "192.0.2.1"}):
+            status, body = await api.call("POST", "/v1/verifications", start_body(PHONE, **extra),
+                                          headers={"Idempotency-Key": "burst-51"})
+            assert (status, body["error"]["code"]) == (429, "3006")
+            assert await snapshot(api) == before, "a refused start changes nothing in the store"
 
 
 class TestCallbacksAimedInward:
