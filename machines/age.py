@@ -17,7 +17,7 @@ CENTURY = {"9": 1800, "0": 1800, "1": 1900, "2": 1900, "5": 1900, "6": 1900,
 
 def birth_date(birth: str, gender_digit: str) -> date | None:
     """The date of birth, or None when the digits do not name one."""
-    digits = "".join(ch for ch in birth if ch.isdigit())
+    digits = "".join(ch for ch in birth if "0" <= ch <= "9")  # ASCII digits only
     try:
         if len(digits) == 6 and gender_digit in CENTURY:  # noqa: PLR2004 - YYMMDD
             return date(CENTURY[gender_digit] + int(digits[:2]), int(digits[2:4]), int(digits[4:6]))

@@ -77,3 +77,4 @@ class Code(StrEnum):
     IDEMPOTENCY_IN_PROGRESS = "3003"
     BAD_SIGNATURE = "3004"
     FALLBACK_NOT_OFFERED = "3005"
+    RATE_LIMITED = "3006"  # over an abuse limit (contract section 9)

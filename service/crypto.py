@@ -42,6 +42,7 @@ class Secrets:
         self._token_key = self._derive(secret_key, b"key-token")
         self._aead = AESGCM(self._derive(secret_key, b"seal"))
         self._identity_key = self._derive(secret_key, b"identity-hash")
+        self._fingerprint_key = self._derive(secret_key, b"idempotency-fingerprint")
 
     @staticmethod
     def _derive(secret_key: bytes, purpose: bytes) -> bytes:
@@ -65,6 +66,11 @@ class Secrets:
         """A keyed hash of a personal value kept only to be compared (an mOTP user's name, phone)."""
         message = f"{context}|{value}".encode()
         return hmac.new(self._identity_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def request_fingerprint(self, path: str, body: bytes) -> str:
+        """The keyed fingerprint of a request an Idempotency-Key names: a body carries a person's
+        name, birth and phone, so without the service key the stored fingerprint confirms nothing."""
+        return hmac.new(self._fingerprint_key, path.encode() + b"\0" + body, hashlib.sha256).hexdigest()
 
     def subject(self, record: Verification) -> Subscriber:
         """The verified person, unsealed from a record that still keeps them."""

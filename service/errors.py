@@ -6,6 +6,8 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
     ├── UnknownVerificationError    no verification of this client has that id, or it is gone; each
     │                               route answers it with its own "unknown" code (contract section 7)
     ├── ClaimTakenError             a unique claim (a live tx_id) belongs to another verification: 4007
+    ├── LimitedError                over an abuse limit (contract section 9): 429 3006 with Retry-After;
+    │                               the request changed nothing
     ├── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
     │   ├── BusyError               too many concurrent writers on one verification
     │   └── ProviderError           an upstream could not be reached or answered nonsense
@@ -14,6 +16,7 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from machines.vocabulary import Code
@@ -37,10 +40,12 @@ class ApiError(VeriflowError):
         description: str | None = None,
         verification: dict[str, Any] | None = None,
         variant: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(code)
         self.code = code
         self.variant = variant  # the catalog row, for a code listed more than once (2910)
+        self.headers = dict(headers or {})
         self.http_status = http_status
         self.detail_code = detail_code
         self.description = description
@@ -53,6 +58,15 @@ class UnknownVerificationError(VeriflowError, LookupError):
 
 class ClaimTakenError(VeriflowError):
     """A unique claim (a live tx_id) belongs to another verification."""
+
+
+class LimitedError(VeriflowError):
+    """A request over an abuse limit; `retry_after_s` is the longest wait among those exceeded."""
+
+    def __init__(self, limit: str, retry_after_s: int) -> None:
+        super().__init__(f"over the {limit} limit; retry after {retry_after_s} s")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
 
 
 class UnavailableError(VeriflowError):
@@ -76,7 +90,7 @@ def invalid(description: str) -> ApiError:
     return ApiError(Code.INVALID_REQUEST, description=description)
 
 
-def as_api_error(error: VeriflowError) -> ApiError:
+def as_api_error(error: VeriflowError) -> ApiError:  # noqa: PLR0911 - one case per error
     """The answer an error gives when no route answered it more precisely."""
     match error:
         case ApiError():
@@ -85,6 +99,9 @@ def as_api_error(error: VeriflowError) -> ApiError:
             return ApiError(Code.UNKNOWN_VERIFICATION, http_status=404)
         case ClaimTakenError():
             return ApiError(Code.DUPLICATE_TX_ID)
+        case LimitedError():
+            return ApiError(Code.RATE_LIMITED, description=str(error),
+                            headers={"Retry-After": str(error.retry_after_s)})
         case BusyError():
             return ApiError(Code.INTERNAL_ERROR, http_status=UNAVAILABLE_STATUS,
                             description="too many concurrent writes; try again")

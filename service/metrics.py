@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.limits import Refusal
+from service.store.limits import refusal_counter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -41,6 +46,8 @@ class Metrics:
             "veriflow_effects", "Outbox effects performed, by kind and result.", ["kind", "result"],
             registry=self.registry,
         )
+        # veriflow_limit_refusals_total{limit}: requests refused with 3006, by the deciding limit.
+        self.limit_refusal: Callable[[Refusal], None] = refusal_counter(self.registry)
         self.outbox_pending = Gauge(
             "veriflow_outbox_pending", "Outbox entries delivered but not yet acknowledged.",
             registry=self.registry,

@@ -22,6 +22,7 @@ from service.providers.wiring import build_providers, webhook_secrets
 from service.settings import ConfigError, Settings
 from service.store.client import StoreInfo, connect
 from service.store.keys import Keys
+from service.store.limits import Limiter, keyed_digest_for
 from service.store.outbox import OutboxStreams
 from service.store.store import Store
 from service.timers import TimerWorker
@@ -46,6 +47,7 @@ class Runtime:
     timers: TimerWorker
     dispatcher: Dispatcher
     provider_secrets: dict[str, str]  # provider id -> the secret of its webhook events
+    limiter: Limiter
 
     async def close(self) -> None:
         await self.http.close()
@@ -80,8 +82,11 @@ async def build_runtime(
     clock = clock or SystemClock()
     keys = Keys(settings.shards)
     store = Store(client, keys)
-    secret = Secrets(await service_key(store, settings.secret_key, embedded=settings.redis_url is None))
+    key = await service_key(store, settings.secret_key, embedded=settings.redis_url is None)
+    secret = Secrets(key)
     metrics = Metrics()
+    limiter = Limiter(client, settings.limits, keyed_digest_for(key), clock.now_ms,
+                      on_refusal=metrics.limit_refusal)
     http = aiohttp.ClientSession()
     try:
         providers = build_providers(settings, http, simulator_url)
@@ -109,4 +114,5 @@ async def build_runtime(
         timers=TimerWorker(transactor, clock, metrics),
         dispatcher=dispatcher,
         provider_secrets=webhook_secrets(settings, simulator_mounted=simulator_mounted),
+        limiter=limiter,
     )

@@ -16,6 +16,7 @@ import yaml
 
 from machines.record import Policy
 from machines.vocabulary import Channel
+from service.limits import LimitSettings
 from service.providers.config import ProviderConfigError, ProviderSettings, load_provider_settings
 
 
@@ -104,6 +105,7 @@ class Settings:
     event_dedup_ttl_s: int
     providers: ProviderSettings  # which provider serves which need, and their secrets
     # client id -> the second error dialect its envelopes speak (`clients: {id: {error_dialect}}`)
+    limits: LimitSettings  # the abuse limits of contract section 9
     error_dialects: Mapping[str, str] = field(default_factory=dict)
 
     def policy(self, channel: Channel) -> Policy:
@@ -292,6 +294,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
         providers=_providers(raw, env),
         error_dialects=_error_dialects(raw),
+        limits=_limits(raw),
     )
 
 
@@ -325,6 +328,15 @@ def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettin
         return load_provider_settings(_get(raw, "providers"), env)
     except ProviderConfigError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _limits(raw: Mapping[str, Any]) -> LimitSettings:
+    section = raw.get("limits")
+    try:
+        return LimitSettings.from_config(section)
+    except ValueError as exc:
+        msg = f"configuration key {exc}"
+        raise ConfigError(msg) from None
 
 
 def _issuer(raw: Mapping[str, Any]) -> str:

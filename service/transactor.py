@@ -8,6 +8,7 @@ entries are committed with it or not at all (`store.plan` says what a commit wri
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -30,6 +31,9 @@ from service.store.store import CommitOps, CommitStatus, Store
 log = structlog.get_logger("veriflow.transactor")
 
 MAX_COMMIT_TRIES = 100
+# A tx_id held for a start still being admitted: the commit then keeps it for the verification's
+# life; a process that dies before committing blocks the tx_id only this long.
+IN_FLIGHT_CLAIM_MS = 30_000
 
 EventBuilder = Callable[[Verification], Awaitable[Event]]
 
@@ -52,15 +56,35 @@ class Transactor:
     def _ops(self, decision: Decision, fired_timer: str | None, claims: tuple[Claim, ...]) -> CommitOps:
         return self.plan.ops(decision, self.clock.now_ms(), fired_timer, claims)
 
-    async def create(self, record: Verification, event: Event) -> Decision:
+    async def hold_tx_id(self, record: Verification) -> bool:
+        """Take the tx_id of a verification about to be created before anything else is done for
+        it (limits counted, an upstream asked), so that of simultaneous starts with one tx_id only
+        one goes on; raises ClaimTakenError when it is live elsewhere. False when there is no tx_id.
+        `create(..., tx_id_held=True)` then commits with it; `drop_tx_id` gives it back when the
+        verification is not created."""
+        claim = self.plan.tx_claim(record)
+        if claim is None:
+            return False
+        if self.plan.claim_in_slot(record):  # the commit takes it again, for the verification's life
+            claim = dataclasses.replace(claim, ttl_ms=min(claim.ttl_ms, IN_FLIGHT_CLAIM_MS))
+        await self._reserve(claim)
+        return True
+
+    async def drop_tx_id(self, record: Verification) -> None:
+        claim = self.plan.tx_claim(record)
+        if claim is not None:
+            await self.store.release_claim(claim.key, claim.value)
+
+    async def create(self, record: Verification, event: Event, *, tx_id_held: bool = False) -> Decision:
         """Commit a new verification; raises ClaimTakenError when its tx_id is live elsewhere.
 
         A tx_id claim in the verification's own slot is taken by the commit itself; one in
-        another slot is reserved just before and given back if the commit does not happen."""
+        another slot is reserved just before and given back if the commit does not happen
+        (unless `hold_tx_id` took it: then its caller gives it back)."""
         decision = self.decide(record, event)
         claim = self.plan.tx_claim(record)
         in_commit = () if claim is None or not self.plan.claim_in_slot(record) else (claim,)
-        reserved = claim is not None and not in_commit
+        reserved = claim is not None and not in_commit and not tx_id_held
         if reserved and claim is not None:
             await self._reserve(claim)
         try:

@@ -84,7 +84,8 @@ async def sms_token(api: Api, phone: str = PHONE, name: str = NAME) -> str:
 
 class TestEnrolment:
     async def test_enrol_gives_a_standard_totp_uri_and_a_qr_code(self, api: Api):
-        """TOTP, SHA1, 6 digits, period 60, issuer set; the QR route serves an SVG of the same URI."""
+        """TOTP, SHA1, 6 digits, period 60, issuer set; the answer's QR code is an SVG of the same
+        URI, shown once: no route reads it back afterwards."""
         status, body = await api.call("POST", "/v1/motp/users",
                                       {"user_id": "trainee-1", "name": NAME, "phone": "010-1234-5678"})
         assert status == 201
@@ -96,16 +97,16 @@ class TestEnrolment:
         assert isinstance(app, pyotp.TOTP)
         assert (app.interval, app.digits, app.issuer, app.name, app.digest().name) == (
             60, 6, "veriflow", "trainee-1", "sha1")
-        async with api.session.get(api.base + "/v1/motp/users/trainee-1/qr.svg",
-                                   headers={"Authorization": "Bearer test-key-0001"}) as resp:
-            assert resp.status == 200
-            assert resp.content_type == "image/svg+xml"
-            svg = await resp.text()
+        svg = body["qr_svg"]
         assert svg.lstrip().startswith("<?xml")
         assert svg.rstrip().endswith("</svg>")
         expected = io.BytesIO()
         segno.make(uri, error="m").save(expected, kind="svg", scale=4)  # QR encoding is deterministic
         assert svg.encode() == expected.getvalue(), "the QR code encodes exactly the enrolment's URI"
+        async with api.session.get(api.base + "/v1/motp/users/trainee-1/qr.svg",
+                                   headers={"Authorization": "Bearer test-key-0001"}) as resp:
+            assert resp.status == 404
+            assert app.secret not in await resp.text()
 
     async def test_the_secret_name_and_phone_are_not_stored_in_plain_text(self, api: Api):
         """The user hash holds a sealed secret and keyed hashes only."""
@@ -365,9 +366,9 @@ async def test_openapi_describes_the_motp_routes(api: Api):
     """Every mOTP route is in the document (it is built from the routes the app has)."""
     status, doc = await api.call("GET", "/openapi.json", key=None)
     assert status == 200
-    for path in ("/v1/motp/users", "/v1/motp/users/{user_id}", "/v1/motp/users/{user_id}/qr.svg",
-                 "/v1/motp/users/{user_id}/unlock"):
+    for path in ("/v1/motp/users", "/v1/motp/users/{user_id}", "/v1/motp/users/{user_id}/unlock"):
         assert path in doc["paths"]
+    assert "/v1/motp/users/{user_id}/qr.svg" not in doc["paths"], "the secret is shown once, at enrolment"
     assert "motp" in doc["paths"]["/v1/verifications"]["post"]["requestBody"]["content"]["application/json"][
         "schema"]["properties"]["channel"]["enum"]
 

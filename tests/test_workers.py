@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from machines.vocabulary import Status
 from service import signing
-from service.effects.callbacks import PublicOnlyResolver, is_private_address
+from service.effects.callback_address import UndeliverableUrlError, check_callback_url
+from service.effects.callbacks import PublicOnlyResolver
 from service.store.outbox import GROUP
 from tests.conftest import API_KEY, Api, free_port
 
@@ -191,12 +192,18 @@ class TestCallbackSafety:
 
     @pytest.mark.parametrize(("host", "private"), [
         ("127.1", True), ("2130706433", True), ("0x7f000001", True), ("10.1", True),
-        ("100.64.0.1", True), ("169.254.169.254", True), ("[::1]", True), ("::ffff:127.0.0.1", True),
-        ("64:ff9b::7f00:1", True), ("localhost", True), ("8.8.8.8", False), ("example.com", False),
+        ("100.64.0.1", True), ("169.254.169.254", True), ("[::1]", True), ("[::ffff:127.0.0.1]", True),
+        ("[64:ff9b::7f00:1]", True), ("localhost", True), ("8.8.8.8", False), ("example.com", False),
     ])
     def test_private_addresses_in_every_notation(self, host: str, private: bool):
-        """Every way of writing a non-public address is recognised."""
-        assert is_private_address(host) is private
+        """Every way of writing a non-public address is recognised (the full table of disguises
+        is in test_callback_address)."""
+        url = f"http://{host}/hook"
+        if private:
+            with pytest.raises(UndeliverableUrlError):
+                check_callback_url(url, allow_private=False)
+        else:
+            assert check_callback_url(url, allow_private=False).startswith("http://")
 
 
 class TestRecoveryAtScale:

@@ -35,7 +35,9 @@ def render(error: ApiError, catalog: Catalog, accept_language: str | None,
         body["error"]["veriflow_code"] = error.code
     if error.verification is not None:
         body["verification"] = error.verification
-    return json_response(body, status=error.http_status or entry.http_status)
+    response = json_response(body, status=error.http_status or entry.http_status)
+    response.headers.update(error.headers)
+    return response
 
 
 def render_for(request: web.Request, error: ApiError) -> web.Response:

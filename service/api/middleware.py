@@ -28,6 +28,7 @@ PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
 # While the first request runs, the key is held only briefly: a process that dies mid-request
 # must not block the client's retry for a day.
 IN_PROGRESS_TTL_S = 60
+TOO_MANY = 429
 
 
 @web.middleware
@@ -68,7 +69,10 @@ def _key_digest(request: web.Request) -> bytes:
 
 
 def client_table(api_keys: dict[str, str]) -> dict[bytes, str]:
-    """API keys are looked up by their SHA-256: the lookup time does not depend on the key."""
+    """API keys are looked up by their SHA-256: the lookup time does not depend on the key.
+
+    Unkeyed on purpose: the digest of a long random secret, held in this process's memory only
+    (never stored, logged or sent), and not derived from anyone's personal data."""
     return {hashlib.sha256(key.encode()).digest(): client for client, key in api_keys.items()}
 
 
@@ -81,7 +85,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     rt = request.app[RUNTIME]
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)
-    fingerprint = hashlib.sha256(request.path.encode() + b"\0" + await request.read()).hexdigest()
+    fingerprint = rt.secrets.request_fingerprint(request.path, await request.read())
     pending = orjson.dumps({"fingerprint": fingerprint})
     held = await store.hold_idempotency_key(slot, pending, IN_PROGRESS_TTL_S)
     if held is not None:
@@ -97,7 +101,8 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     except BaseException:
         await store.drop_idempotency_key(slot)  # nothing was answered: the key may be used again
         raise
-    if response.status >= 500 or not isinstance(response, web.Response):  # noqa: PLR2004
+    if response.status >= 500 or response.status == TOO_MANY or not isinstance(response, web.Response):  # noqa: PLR2004
+        # A 429 (an abuse limit's 3006 above all) is not kept: the same key may be retried later.
         await store.drop_idempotency_key(slot)
         return response
     body = response.body if isinstance(response.body, bytes) else b""

@@ -94,7 +94,9 @@ MOTP_USER = {"type": "object", "properties": {
     "failures": {"type": "integer"}}}
 MOTP_ENROLMENT = {"type": "object", "properties": {
     **MOTP_USER["properties"], "otpauth_uri": {"type": "string", "example": (  # type: ignore[dict-item]
-        "otpauth://totp/veriflow:trainee-1?secret=…&issuer=veriflow&algorithm=SHA1&digits=6&period=60")}}}
+        "otpauth://totp/veriflow:trainee-1?secret=…&issuer=veriflow&algorithm=SHA1&digits=6&period=60")},
+    "qr_svg": {"type": "string", "description": (
+        "the same URI as a QR code (SVG) for the authenticator app; shown once, in this answer only")}}}
 MOTP_ENROL = {"type": "object", "required": ["user_id", "name", "phone"], "properties": {
     "user_id": {"type": "string"}, "name": {"type": "string"}, "phone": {"type": "string"}}}
 OPERATIONS.update({
@@ -103,10 +105,6 @@ OPERATIONS.update({
         {400: "3001 invalid request", 423: "AP011 the user is locked"}, MOTP_ENROL),
     ("GET", "/v1/motp/users/{user_id}"): _op(
         "Read an mOTP user", 200, MOTP_USER, {404: "AP005 unknown user"}),
-    ("GET", "/v1/motp/users/{user_id}/qr.svg"): {
-        "summary": "The current device's otpauth URI as a QR code (SVG)",
-        "responses": {"200": {"description": "success", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-                      "404": {"description": "AP005 unknown user", **_json(ERROR)}}},
     ("POST", "/v1/motp/users/{user_id}/unlock"): _op(
         "Reset the limit with the key token of a verified SMS/ARS/PASS verification of the same person",
         200, MOTP_USER, {404: "AP005 unknown user", 409: "4000 unknown, used or expired token",
@@ -146,6 +144,20 @@ OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["409"]["desc
 OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["summary"] += "; ARS: a new call with new digits; PASS: a new push"
 OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["responses"]["409"]["description"] += (
     ", ARS 4501 call in progress, 4502 after a successful call, PASS 6702 push waiting")
+
+# ---- abuse limits (contract section 9) ----
+
+START["properties"]["end_user_ip"] = {  # type: ignore[index]
+    "type": "string", "example": "203.0.113.7",
+    "description": "the end user's IP address (IPv4 or IPv6), counted by the per_ip limit; otherwise 400 3001"}
+RETRY_AFTER = {"Retry-After": {"description": "whole seconds until the request would be allowed (the longest wait)",
+                               "schema": {"type": "integer", "minimum": 1}}}
+RATE_LIMITED = "3006 over an abuse limit (nothing sent, created or spent; retry after Retry-After seconds)"
+for _route in ("/v1/verifications", "/v1/verifications/{id}/resend", "/v1/verifications/{id}/fallback"):
+    _responses = OPERATIONS[("POST", _route)]["responses"]
+    _earlier = _responses.get("429")
+    _responses["429"] = {"description": RATE_LIMITED + (", " + _earlier["description"] if _earlier else ""),
+                         "headers": RETRY_AFTER, **_json(ERROR)}
 
 SCHEMAS = {
     "Verification": {"type": "object", "properties": {

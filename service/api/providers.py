@@ -38,7 +38,7 @@ from service.store.plan import Claim
 log = structlog.get_logger("veriflow.providers")
 routes = web.RouteTableDef()
 
-PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 
 
 def required(body: dict[str, Any], name: str, limit: int) -> str:
@@ -68,6 +68,8 @@ async def provider_event(request: web.Request) -> web.Response:
     if secret is None or not signing.verify(secret, raw, request.headers.get(signing.HEADER), time.time()):
         log.warning("provider_event.bad_signature", provider=provider[:32], known=secret is not None)
         raise ApiError(Code.BAD_SIGNATURE)
+    if not PROVIDER_ID.fullmatch(provider):
+        raise invalid("the provider id must be a short lowercase name")
     event_id, event_type, reference, code, detail_code = event_fields(raw)
     structlog.contextvars.bind_contextvars(provider=provider, event_id=event_id, event_type=event_type)
     parsed = parse_reference(reference)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from urllib.parse import urlsplit
 
 from machines.age import CENTURY
 from machines.vocabulary import Channel
-from service.effects.callbacks import is_private_address
+from service.effects.callback_address import UndeliverableUrlError, check_callback_url
 from service.errors import invalid
 from service.providers.ports import Subscriber
 
-PHONE = re.compile(r"^01[016789]\d{7,8}$")
+# Digits are ASCII digits (contract section 2): `\d` and str.isdigit() also take other scripts'
+# digits and full-width forms, and `$` matches before a trailing newline, so neither is used here.
+PHONE = re.compile(r"01[016789][0-9]{7,8}", re.ASCII)
+BIRTH = re.compile(r"[0-9]{8}", re.ASCII)
+CODE = re.compile(r"[0-9]{4,10}", re.ASCII)
 EARLIEST_BIRTH_YEAR = 1900  # nobody alive was born before: 9/0, the 1800s' gender digits, never agree
 CARRIERS = {"SKT", "KT", "LGT", "LGU+"}
 MAX_TEXT = 64
+MAX_IP_TEXT = 45
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,7 @@ class StartRequest:
     tx_id: str | None
     service_name: str | None
     callback_url: str | None
+    end_user_ip: str | None = None
 
 
 def object_body(body: Any) -> dict[str, Any]:
@@ -46,15 +52,15 @@ def text(body: dict[str, Any], name: str, *, required: bool = True, limit: int =
 
 def phone_digits(value: Any, name: str = "subject.phone") -> str:
     number = "".join(ch for ch in value if ch != "-") if isinstance(value, str) else ""
-    if not PHONE.match(number):
+    if not PHONE.fullmatch(number):
         raise invalid(f"{name} must be a Korean mobile number such as 010-1234-5678")
     return number
 
 
 def birth_date(value: Any) -> str:
-    raw = "".join(ch for ch in value if ch.isdigit()) if isinstance(value, str) else ""
+    raw = "".join(ch for ch in value if ch != "-") if isinstance(value, str) else ""
     try:
-        born = date(int(raw[:4]), int(raw[4:6]), int(raw[6:8])) if len(raw) == 8 else None  # noqa: PLR2004
+        born = date(int(raw[:4]), int(raw[4:6]), int(raw[6:8])) if BIRTH.fullmatch(raw) else None
     except ValueError:
         born = None
     if born is None or born > date.today() or born.year < EARLIEST_BIRTH_YEAR:  # noqa: DTZ011
@@ -103,12 +109,28 @@ def callback_url(body: dict[str, Any], *, allow_private: bool) -> str | None:
     url = text(body, "callback_url", required=False, limit=2048)
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise invalid("callback_url must be an http(s) URL")
-    if not allow_private and is_private_address(parts.hostname):
-        raise invalid("callback_url must not name a loopback, private or link-local address")
-    return url
+    try:
+        # Normalised as the HTTP client will read it; the normalised URL is what is kept and called.
+        return check_callback_url(url, allow_private=allow_private)
+    except UndeliverableUrlError as exc:
+        raise invalid(f"callback_url cannot be called back: {exc}") from None
+
+
+def end_user_ip(body: dict[str, Any]) -> str | None:
+    """The optional end-user IP address a start is counted under (per_ip), in canonical form."""
+    value = body.get("end_user_ip")
+    if value is None:
+        return None
+    refused = invalid("end_user_ip must be an IPv4 or IPv6 address")
+    if not isinstance(value, str) or not value.isascii() or len(value) > MAX_IP_TEXT:
+        raise refused
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise refused from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # one end user, one address: ::ffff:192.0.2.1 is 192.0.2.1
+    return address.compressed
 
 
 def channel(body: dict[str, Any]) -> Channel:
@@ -126,6 +148,7 @@ def start_request(raw: Any, *, allow_private: bool) -> StartRequest:
         tx_id=text(body, "tx_id", required=False),
         service_name=text(body, "service_name", required=False, limit=40),
         callback_url=callback_url(body, allow_private=allow_private),
+        end_user_ip=end_user_ip(body),
     )
 
 
@@ -133,7 +156,7 @@ def code(body: dict[str, Any]) -> str:
     value = body.get("code")
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value.isdigit() or not 4 <= len(value) <= 10:  # noqa: PLR2004
+    if not isinstance(value, str) or not CODE.fullmatch(value):
         raise invalid("code must be the digits the user received")
     return value
 
@@ -148,6 +171,7 @@ class MotpStartRequest:
     tx_id: str | None
     service_name: str | None
     callback_url: str | None
+    end_user_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +221,7 @@ def motp_start_request(body: dict[str, Any], *, allow_private: bool) -> MotpStar
         tx_id=text(body, "tx_id", required=False),
         service_name=text(body, "service_name", required=False, limit=40),
         callback_url=callback_url(body, allow_private=allow_private),
+        end_user_ip=end_user_ip(body),
     )
 
 

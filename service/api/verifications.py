@@ -11,12 +11,13 @@ import structlog
 from aiohttp import web
 
 from machines.common import RESEND_DETAIL_UNKNOWN
-from machines.core import Decision
+from machines.core import Decision, deadline_passed
 from machines.events import Cancel, Event, Redeem, Start, StartCall, SwitchChannel, Tick
 from machines.record import Verification
 from machines.vocabulary import Channel, Code
 from service.api import validation
 from service.api.context import CLIENT_ID, json_body, render, runtime
+from service.channels.admission import Admission
 from service.channels.base import EventBuilder
 from service.channels.registry import CHANNELS
 from service.crypto import token_id
@@ -51,11 +52,16 @@ async def start_verification(request: web.Request) -> web.Response:
     rt = runtime(request)
     body = await json_body(request)
     shell = CHANNELS[validation.channel(body)]
-    record, event = await shell.prepare_start(rt, request[CLIENT_ID], body)
+    admission = Admission(rt, request[CLIENT_ID])
+    decision: Decision | None = None
     try:
-        decision = await rt.transactor.create(record, event)
-    except ClaimTakenError:
-        raise ApiError(Code.DUPLICATE_TX_ID) from None
+        try:
+            record, event = await shell.prepare_start(rt, request[CLIENT_ID], body, admission)
+            decision = await rt.transactor.create(record, event, tx_id_held=admission.tx_id_held is not None)
+        except ClaimTakenError:
+            raise ApiError(Code.DUPLICATE_TX_ID) from None
+    finally:
+        await admission.settle(decision)
     return render(rt, decision, success_status=201)
 
 
@@ -87,14 +93,22 @@ async def confirm(request: web.Request) -> web.Response:
 @routes.post("/v1/verifications/{id}/resend")
 async def resend(request: web.Request) -> web.Response:
     rt = runtime(request)
-    builders: dict[Channel, EventBuilder] = {}
+    admission = Admission(rt, request[CLIENT_ID])
+    builders: dict[Channel, EventBuilder] = {}  # one per request: its memo outlives a lost race
 
     async def event(record: Verification) -> Event:
         if record.channel not in builders:
             builders[record.channel] = CHANNELS[record.channel].resend(rt)
-        return await builders[record.channel](record)
+        built = await builders[record.channel](record)
+        await admission.admit(record, built)  # limits: after section 7, before the caps
+        return built
 
-    return render(rt, await transition(request, event, Code.UNKNOWN_FOR_RESEND))
+    decision: Decision | None = None
+    try:
+        decision = await transition(request, event, Code.UNKNOWN_FOR_RESEND)
+    finally:
+        await admission.settle(decision)
+    return render(rt, decision)
 
 
 @routes.post("/v1/verifications/{id}/cancel")
@@ -118,12 +132,15 @@ async def fallback(request: web.Request) -> web.Response:
     except ValueError:
         raise invalid("channel must be one of sms, ars, pass, motp") from None
     shell = CHANNELS[channel]
+    admission = Admission(rt, request[CLIENT_ID])
 
     async def switch(record: Verification) -> Event:
         now = rt.clock.now_ms()
         offered = channel.value in (record.fallback or "").split(",")
         if not (offered and shell.takes_over) or record.subject is None:
             return SwitchChannel(now, channel.value)  # not offered: the machine answers 409
+        if not deadline_passed(record, now):  # else the offer is withdrawn first: a 409, not a send
+            await admission.send(record)  # counted once, before the new channel asks the upstream
         start = await shell.start_event(rt, record, rt.secrets.subject(record), now)
         assert isinstance(start, Start | StartCall)  # noqa: S101 - what a channel that takes over starts with
         return SwitchChannel(now, channel.value, start)
@@ -136,10 +153,13 @@ async def fallback(request: web.Request) -> web.Response:
         claim = rt.transactor.plan.tx_claim(after)
         return () if claim is None else (claim,)
 
+    decision: Decision | None = None
     try:
         decision = await transition(request, switch, Code.UNKNOWN_VERIFICATION, claims=tx_claim)
     except ClaimTakenError:
         raise ApiError(Code.DUPLICATE_TX_ID) from None
+    finally:
+        await admission.settle(decision)
     return render(rt, decision)
 
 

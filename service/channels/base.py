@@ -17,6 +17,7 @@ from machines.events import Event
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service.api import validation
+from service.channels.admission import Admission
 from service.providers.ports import Subscriber
 from service.runtime import Runtime
 
@@ -27,8 +28,10 @@ class ChannelShell(Protocol):
     channel: Channel
     takes_over: bool  # whether a failed verification of another channel may fall back to this one
 
-    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any]) -> tuple[Verification, Event]:
-        """A new verification's record and its start event, from a validated start request."""
+    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any],
+                            admission: Admission) -> tuple[Verification, Event]:
+        """A new verification's record and its start event, from a validated start request; the
+        start is admitted by the limits (`admission.start`) before any upstream is asked."""
 
     async def start_event(self, rt: Runtime, record: Verification, subject: Subscriber, now_ms: int) -> Event:
         """The start event of this channel for `record` (new, or handed over by a fallback)."""
@@ -46,11 +49,12 @@ class SubscriberChannel:
     channel: Channel
     takes_over = True
 
-    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any]) -> tuple[Verification, Event]:
+    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any],
+                            admission: Admission) -> tuple[Verification, Event]:
         start = validation.start_request(body, allow_private=rt.settings.allow_private_callbacks)
         keys = rt.store.keys
         # A tx_id's claim must share its verification's slot, so the tx_id picks the shard.
-        shard = keys.tx_shard(client_id, start.tx_id) if start.tx_id else keys.shard_of(start.subject.phone)
+        shard = keys.tx_shard(client_id, start.tx_id) if start.tx_id else keys.any_shard()
         verification_id = keys.new_id(shard)
         structlog.contextvars.bind_contextvars(verification_id=verification_id)
         now = rt.clock.now_ms()
@@ -61,6 +65,7 @@ class SubscriberChannel:
             subject=rt.secrets.seal_subject(start.subject, verification_id),
             provider=self.provider_id(rt),
         )
+        await admission.start(record, start.subject.phone, start.end_user_ip, sending=True)
         return record, await self.start_event(rt, record, start.subject, now)
 
     async def start_event(self, rt: Runtime, record: Verification, subject: Subscriber, now_ms: int) -> Event:

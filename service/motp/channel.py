@@ -12,6 +12,7 @@ from machines.events import Event, MotpStart, Resend
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service.api import validation
+from service.channels.admission import Admission
 from service.channels.base import EventBuilder
 from service.motp.enrolment import Motp
 from service.providers.ports import Subscriber
@@ -27,14 +28,12 @@ class MotpChannel:
     channel = Channel.MOTP
     takes_over = False  # a person proves who they are to enrol, not by falling back
 
-    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any]) -> tuple[Verification, Event]:
+    async def prepare_start(self, rt: Runtime, client_id: str, body: dict[str, Any],
+                            admission: Admission) -> tuple[Verification, Event]:
         start = validation.motp_start_request(body, allow_private=rt.settings.allow_private_callbacks)
         ref = motp_user_ref(client_id, start.user_id)
         verification_id = rt.store.keys.new_id(motp_user_shard(rt.store.keys, ref))
         structlog.contextvars.bind_contextvars(verification_id=verification_id, motp_user=ref)
-        m = motp(rt)
-        user = await rt.store.load_motp_user(ref)
-        refusal = m.start_refusal(user, start.subject.name, start.subject.phone)
         now = rt.clock.now_ms()
         record = Verification(
             id=verification_id, client_id=client_id, channel=Channel.MOTP, state=NEW,
@@ -42,6 +41,11 @@ class MotpChannel:
             callback_url=start.callback_url, service_name=start.service_name, motp_user=ref,
             subject=rt.secrets.seal_subject(start.subject, verification_id),
         )
+        # The app shows the codes: an mOTP start counts as a start, never as a send.
+        await admission.start(record, start.subject.phone, start.end_user_ip, sending=False)
+        m = motp(rt)
+        user = await rt.store.load_motp_user(ref)
+        refusal = m.start_refusal(user, start.subject.name, start.subject.phone)
         # The transactor claims the tx_id in the tx_id's own shard, like every channel's, so a
         # tx_id is unique across all of them.
         return record, MotpStart(now, user=user, refusal=refusal)

@@ -1,7 +1,8 @@
 """mOTP users in the shell: enrolment, the inputs of an mOTP verification, and the limit reset.
 
 The TOTP secret is sealed at rest (bound to the user and the device generation) and exists in
-plain text only in memory and in the enrolment answer. Name and phone are kept as keyed hashes,
+plain text only in memory and in the enrolment answer (shown once: nothing reads it back for a
+client). Name and phone are kept as keyed hashes,
 enough to compare a verification's subject with the registration.
 """
 
@@ -73,9 +74,6 @@ class Motp:
 
     def _secret(self, user: MotpUser) -> bytes:
         return self.secrets.unseal(user.secret, motp_secret_context(user.ref, user.device))
-
-    def otpauth_uri(self, user_id: str, user: MotpUser) -> str:
-        return totp.otpauth_uri(self._secret(user), self.settings.issuer, user_id, self.settings.step_s)
 
     async def load(self, client_id: str, user_id: str) -> MotpUser | None:
         return await self.store.load_motp_user(motp_user_ref(client_id, user_id))

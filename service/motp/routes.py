@@ -1,5 +1,9 @@
-"""The mOTP users' routes: enrol, read, QR code, unlock. An mOTP verification goes through the
-shared `/v1/verifications` routes (its shell is `service.motp.channel`)."""
+"""The mOTP users' routes: enrol, read, unlock. An mOTP verification goes through the shared
+`/v1/verifications` routes (its shell is `service.motp.channel`).
+
+The device's secret is shown once: the enrolment answer carries the `otpauth://` URI and the
+same URI as a QR code (`qr_svg`); nothing reads it back afterwards (there is no QR route), so a
+client key alone cannot clone an enrolled authenticator. Registering again shows a new secret."""
 
 from __future__ import annotations
 
@@ -34,24 +38,22 @@ async def existing_user(request: web.Request) -> tuple[str, MotpUser]:
 async def enrol(request: web.Request) -> web.Response:
     body = validation.motp_user_request(await json_body(request))
     enrolment = await motp(request).enrol(request[CLIENT_ID], body.user_id, body.name, body.phone)
-    answer = {**user_view(body.user_id, enrolment.user), "otpauth_uri": enrolment.otpauth_uri}
+    answer = {**user_view(body.user_id, enrolment.user), "otpauth_uri": enrolment.otpauth_uri,
+              "qr_svg": qr_svg(enrolment.otpauth_uri)}
     return json_response(answer, status=201)
+
+
+def qr_svg(uri: str) -> str:
+    """The otpauth URI as a QR code (SVG), for the authenticator app to scan."""
+    svg = io.BytesIO()
+    segno.make(uri, error="m").save(svg, kind="svg", scale=4)
+    return svg.getvalue().decode()
 
 
 @routes.get("/v1/motp/users/{user_id}")
 async def read_user(request: web.Request) -> web.Response:
     user_id, user = await existing_user(request)
     return json_response(user_view(user_id, user))
-
-
-@routes.get("/v1/motp/users/{user_id}/qr.svg")
-async def qr_code(request: web.Request) -> web.Response:
-    """The current device's otpauth URI as a QR code, for the authenticator app to scan."""
-    user_id, user = await existing_user(request)
-    svg = io.BytesIO()
-    segno.make(motp(request).otpauth_uri(user_id, user), error="m").save(svg, kind="svg", scale=4)
-    return web.Response(body=svg.getvalue(), content_type="image/svg+xml",
-                        headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/v1/motp/users/{user_id}/unlock")

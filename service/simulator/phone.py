@@ -17,6 +17,7 @@ State lives in this process's memory.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ OUTCOMES_AT_KEYPAD = KEYPAD.codes
 OUTCOMES_AT_CALL = CALL.codes
 OUTCOMES_AT_PUSH = PUSH.codes | frozenset(PUSH.later)
 PUSH_STATES: dict[str, str] = {Code.APP_DENIED: "denied", Code.APP_NOT_FINISHED: "waiting", Code.PUSH_FAILED: "expired"}
+ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 DENIAL = (Code.APP_DENIED.value, "6205")
 WEBHOOK_TIMEOUT_S = 10
 
@@ -167,7 +169,8 @@ class PhoneApps:
             keyed = ""
         call = ringing[-1]
         outcome: tuple[str, str | None]
-        if not hmac.compare_digest(keyed.encode(), call.display_code.encode()):
+        # A keypad has ASCII digits only: other scripts' digits or full-width forms are wrong digits.
+        if not ASCII_DIGITS.fullmatch(keyed) or not hmac.compare_digest(keyed.encode(), call.display_code.encode()):
             outcome = (Code.ARS_WRONG_DIGITS.value, None)
         else:
             outcome = self._magic(phone, KEYPAD) or (Code.SUCCESS.value, None)

@@ -13,12 +13,19 @@ import zlib
 
 from machines.vocabulary import TimerKind
 
-ID_PATTERN = re.compile(r"^[0-9a-f]{28}$")
+ID_PATTERN = re.compile(r"[0-9a-f]{28}", re.ASCII)  # fullmatch: no trailing newline
 SERVICE_KEY = "vf:{secret}:service-key"
 
 
 def digest(text: str) -> str:
-    """A short stable digest for client-chosen names inside keys (bounded length, no `{}`)."""
+    """A short stable digest for client-chosen names inside keys (bounded length, no `{}`).
+
+    Unkeyed on purpose, and only ever given identifiers a client chose for its own requests (a
+    tx_id, an Idempotency-Key, an mOTP user id) or a provider's event id, never a subject field:
+    those are opaque references the contract does not count as personal data, and `Keys` names
+    keys before the service key is known (the development key itself is read from the store).
+    Anything derived from a name, birth date or phone number goes through a keyed digest
+    instead (`Secrets`, and the limiter's `keyed_digest_for`)."""
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -29,13 +36,19 @@ class Keys:
     def shard_of(self, text: str) -> int:
         return zlib.crc32(text.encode()) % self.shards
 
+    def any_shard(self) -> int:
+        """A random shard, for a verification nothing else needs to share a slot with. Not the
+        phone's: a verification id shows its shard, and an unkeyed function of the phone would
+        give away some of its digits to whoever reads the id."""
+        return secrets.randbelow(self.shards)
+
     def new_id(self, shard: int) -> str:
         """A verification id: its shard in 4 hex digits, then 96 random bits."""
         return f"{shard:04x}{secrets.token_hex(12)}"
 
     def shard_of_id(self, verification_id: str) -> int | None:
         """The shard an id names, or None for a malformed or foreign id."""
-        if not ID_PATTERN.match(verification_id):
+        if not ID_PATTERN.fullmatch(verification_id):
             return None
         shard = shard_in(verification_id)
         return shard if shard < self.shards else None

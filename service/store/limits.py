@@ -177,7 +177,10 @@ class _Group:
         if int(reply[0]) == 1:
             return []
         pairs = [int(value) for value in reply[1:]]
-        return [(self.held[pairs[at] - 1].limit, pairs[at + 1]) for at in range(0, len(pairs), 2)]
+        # An entry counted by a process whose clock read a little later than this one's can
+        # seem to wait longer than its window: no wait is longer than the window itself.
+        return [(self.held[pairs[at] - 1].limit, min(pairs[at + 1], self.rules[pairs[at] - 1].window_ms))
+                for at in range(0, len(pairs), 2)]
 
 
 class Limiter:
