@@ -15,9 +15,10 @@ from service import logging as vlogging
 from service import settings as settings_module
 from service.api.app import build_app
 from service.catalog import Catalog
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime, build_runtime, store_options
 from service.settings import ConfigError, Settings
 from service.simulator.app import Simulator
+from service.store.health import wait_for_store
 
 log = structlog.get_logger("veriflow")
 
@@ -53,6 +54,8 @@ def workers_ctx(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if dispatcher:
+            await rt.dispatcher.retire()
         await rt.close()
 
     return run_workers
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         sim.add_subapp("/sim", Simulator(Catalog.load(), settings.provider_secret).app())
         web.run_app(sim, host=host, port=port, print=None)
         return
+    if settings.redis_url is not None and not asyncio.run(
+            wait_for_store(settings.redis_url, store_options(settings), settings.store.connect_timeout_s)):
+        raise SystemExit(1)
     if args.command == "worker":
         asyncio.run(run_worker(settings))
         return
@@ -118,8 +124,8 @@ async def run_worker(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await rt.dispatcher.ensure_groups()
     try:
         await asyncio.gather(rt.dispatcher.run(stop), rt.timers.run(stop))
+        await rt.dispatcher.retire()
     finally:
         await rt.close()

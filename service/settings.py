@@ -68,6 +68,18 @@ class PassSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    connect_timeout_s: float  # how long start-up waits for the store
+    socket_timeout_s: float  # how long one command waits for an answer
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencySettings:
+    ttl_s: int  # how long an answer is replayed for its Idempotency-Key
+    lease_s: int  # how long a request in progress holds its key unless it renews it
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     raw: Mapping[str, Any]
     redis_url: str | None
@@ -102,6 +114,10 @@ class Settings:
     fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
     webhook_url: str | None
     event_dedup_ttl_s: int
+    # store faults, idempotency retention and outbox consumers (appended)
+    store: StoreSettings
+    idempotency: IdempotencySettings
+    outbox_consumer_idle_s: int
 
     def policy(self, channel: Channel) -> Policy:
         if channel is Channel.SMS:
@@ -287,6 +303,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fallback=_fallback(raw),
         webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
+        store=StoreSettings(
+            connect_timeout_s=_number(raw, "store.connect_timeout_s"),
+            socket_timeout_s=_number(raw, "store.socket_timeout_s"),
+        ),
+        idempotency=IdempotencySettings(
+            ttl_s=_int(raw, "idempotency.ttl_s"),
+            lease_s=_int(raw, "idempotency.lease_s"),
+        ),
+        outbox_consumer_idle_s=_int(raw, "outbox.consumer_idle_s"),
     )
 
 
