@@ -23,7 +23,7 @@ from service.store.health import describe, is_store_fault
 log = structlog.get_logger("veriflow.backoff")
 
 BASE_S = 0.1
-CAP_S = 5.0
+CAP_S = 2.0  # the store is tried again at least this often: back within 2 s of its return
 
 
 class Outage:
