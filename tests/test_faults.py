@@ -22,13 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.exceptions import BusyLoadingError, ClusterDownError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.store.outbox import GROUP
-from tests.conftest import free_port, start_body
+from service.effects.dispatcher import Dispatcher
+from service.metrics import Metrics
+from service.store.keys import Keys
+from service.store.outbox import GROUP, OutboxStreams
+from tests.conftest import API_KEY, free_port, make_settings, start_body
 from tests.test_processes import Process, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -451,3 +457,86 @@ class TestIdempotencyLease:
         print(f"\nan answer kept for its Idempotency-Key: {size} bytes, ttl {ttl} s")  # noqa: T201
         assert 86_000 < ttl <= 86_400
         assert size < 600
+
+
+# ---- the same properties in one process, on fakeredis and on the real redis-server ----
+
+
+def _dispatcher(client: Any, handler: Any, consumer: str, **settings: Any) -> Dispatcher:
+    config = make_settings(outbox_block_ms=10, outbox_batch=8, outbox_concurrency=4, **settings)
+    return Dispatcher(OutboxStreams(client, Keys(config.shards)), config, {"sms": handler}, Metrics(), consumer)
+
+
+class TestHeldEntries:
+    async def test_an_entry_being_performed_is_not_claimed_by_another_dispatcher(self, store_client):
+        """Deliveries take 400 ms, re-claims start after 100 ms idle: with two dispatchers, each
+        entry is still performed once, because its performer keeps its claim fresh."""
+        performed: Counter[str] = Counter()
+
+        async def slow(payload: dict[str, Any]) -> None:
+            performed[str(payload["id"])] += 1
+            await asyncio.sleep(0.4)
+
+        first = _dispatcher(store_client, slow, "first", outbox_retry_idle_ms=100)
+        second = _dispatcher(store_client, slow, "second", outbox_retry_idle_ms=100)
+        await first.ensure_groups()
+        for n in range(12):
+            stream = first.outbox.streams[n % len(first.outbox.streams)]
+            await store_client.xadd(stream, {"e": orjson.dumps({"kind": "sms", "id": f"v{n}"})})
+        stop = asyncio.Event()
+        runs = [asyncio.create_task(d.run(stop)) for d in (first, second)]
+        deadline = time.monotonic() + 10
+        while (len(performed) < 12 or first.held or second.held) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # time for a wrongful re-claim to show
+        stop.set()
+        await asyncio.gather(*runs)
+        assert performed == Counter({f"v{n}": 1 for n in range(12)})
+        assert await first.pending_count() == 0
+
+    async def test_a_dead_dispatchers_consumer_is_pruned_once_its_entries_moved(self, store_client):
+        """A consumer that read an entry and died: another claims the entry, performs it, and,
+        the dead one idle past the bound with nothing pending, deletes it; a stopped one retires."""
+        done: list[str] = []
+
+        async def handler(payload: dict[str, Any]) -> None:
+            done.append(str(payload["id"]))
+
+        live = _dispatcher(store_client, handler, "live", outbox_retry_idle_ms=50, outbox_consumer_idle_s=1)
+        await live.ensure_groups()
+        stream = live.outbox.streams[0]
+        await store_client.xadd(stream, {"e": orjson.dumps({"kind": "sms", "id": "v1"})})
+        assert await live.outbox.read_new("dead", 10, 1)  # read, never performed
+        await live.read_once(block_ms=1)
+        assert await live.prune_consumers() == 0, "the dead one still has an entry pending"
+        await asyncio.sleep(0.1)
+        assert await live.recover_once() == 1
+        assert done == ["v1"]
+        await asyncio.sleep(1.1)
+        assert await live.prune_consumers() >= 1
+        assert "dead" not in await consumers(store_client), "deleted from every stream it read"
+        await live.retire()
+        assert await store_client.xinfo_consumers(stream, GROUP) == []
+
+
+class TestStoreFaultAnswers:
+    @pytest.mark.parametrize("fault", [
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        RedisConnectionError("Connection closed by server."),
+        ClusterDownError("The cluster is down"),
+    ])
+    async def test_a_store_fault_is_503_9999_with_retry_after(self, api, monkeypatch, fault):
+        started = await api.start()
+
+        async def broken(*_: Any, **__: Any) -> Any:
+            raise fault
+
+        monkeypatch.setattr(api.rt.store, "load", broken)
+        monkeypatch.setattr(api.rt.store, "ping", broken)
+        async with api.session.get(f"{api.base}/v1/verifications/{started['id']}",
+                                   headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+            body = await resp.json()
+            assert (resp.status, body["error"]["code"]) == (503, "9999")
+            assert resp.headers["Retry-After"] == "1"
+        async with api.session.get(f"{api.base}/readyz") as resp:
+            assert resp.status == 503
