@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004 - redis' own
+from redis.exceptions import ConnectionError, RedisError, TimeoutError  # noqa: A004 - redis' own
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -33,7 +33,7 @@ class StoreInfo:
 class StoreOptions:
     """How long a command may wait for the store, and how it retries a broken connection.
 
-    A dead store is answered within about (retries + 1) x socket_timeout_s. One retry on a
+    A frozen store is answered within about socket_timeout_s, a stopped one at once. One retry on a
     connection error is what a pooled connection the server closed (a restart) needs: the
     command is sent again on a new connection, instead of failing the request."""
 
@@ -43,9 +43,11 @@ class StoreOptions:
     # cluster: a few more, so that a MOVED slot or a refreshed topology is followed
     cluster_retries: int = 3
 
-    def retry(self, retries: int) -> Retry:
-        return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries,
-                     supported_errors=(ConnectionError, TimeoutError))
+    def retry(self, retries: int, *, on_timeout: bool = False) -> Retry:
+        """Retries on a broken connection; on a timeout only when asked (a cluster, whose client
+        then refreshes its view of the slots): a frozen server is not asked twice."""
+        errors: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError) if on_timeout else (ConnectionError,)
+        return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries, supported_errors=errors)
 
 
 def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, StoreInfo]:
@@ -63,7 +65,8 @@ def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, 
         return client, StoreInfo("embedded in-memory store (no Redis configured)", durable=False)
     if url.startswith("redis+cluster://"):
         cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
-                                        retry=options.retry(options.cluster_retries), **common)
+                                        retry=options.retry(options.cluster_retries, on_timeout=True),
+                                        **common)
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
     single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS,
                                      retry=options.retry(options.retries), **common)
