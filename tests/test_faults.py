@@ -47,10 +47,12 @@ CODE = re.compile(r"\[(\d{4,10})\]")
 class RedisServer:
     """A redis-server of the test's own (AOF on), to stop, freeze and restart on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, aof: bool = True) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof
+                            else ["--appendonly", "no", "--enable-debug-command", "yes"])
 
     @property
     def url(self) -> str:
@@ -62,7 +64,7 @@ class RedisServer:
             pytest.fail("redis-server is not installed: run the README's test command (scripts/test)")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+             "--save", "", *self.persistence],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -265,6 +267,48 @@ class TestStoreOutage:
             0, sum('"store.available"' in line for line in log_lines(worker)) >= 2), 10)
         assert 500 not in answers
         _check_outage_logs(api, worker, outage_lines, failed=answers[503])
+
+    async def test_a_store_loading_its_data_is_503_until_loaded(
+            self, processes, subprocess_env, gateway, tmp_path):
+        """A restarted store loading 2 million keys answers LOADING: meanwhile every answer is
+        503 9999 with Retry-After (never 500), /readyz too; once loaded, the data is there."""
+        store = RedisServer(tmp_path, aof=False)
+        store.start()
+        try:
+            port = free_port()
+            env = service_env(subprocess_env, store.url, gateway, tmp_path, "", port)
+            base = f"http://127.0.0.1:{port}"
+            api = Process(["api", "--port", str(port)], env, tmp_path / "api.log")
+            processes.append(api)
+            await wait_ready(base, api, "/readyz")
+            client = aioredis.Redis.from_url(store.url)
+            async with aiohttp.ClientSession() as session:
+                status, started, _, _ = await timed(session, "POST", base + "/v1/verifications",
+                                                    start_body("01066001234"))
+                assert status == 201
+                await client.execute_command("DEBUG", "POPULATE", 2_000_000)
+                await client.save()
+                await client.aclose()
+                store.stop()
+                store.start()  # answers LOADING while it reads the 50 MB snapshot
+                answers: Counter[tuple[int, str]] = Counter()
+                ready: Counter[int] = Counter()
+                while answers[200, ""] < 5:
+                    status, body, headers, _ = await timed(session, "GET", f"{base}/v1/verifications/{started['id']}")
+                    code = body["error"]["code"] if status != 200 else ""
+                    answers[status, code] += 1
+                    assert status in {200, 503}, body
+                    if status == 503:
+                        assert headers.get("Retry-After") == "1"
+                    async with session.get(base + "/readyz") as resp:
+                        ready[resp.status] += 1
+        finally:
+            store.stop(signal.SIGKILL)
+        print(f"\nwhile loading: {dict(answers)}; readyz {dict(ready)}")  # noqa: T201
+        assert answers[503, "9999"] >= 1, "the loading store was seen"
+        assert set(answers) == {(200, ""), (503, "9999")}
+        assert 503 in ready
+        assert "Traceback" not in api.output()
 
     async def test_worker_waits_for_the_store_then_gives_up_with_one_line(
             self, processes, subprocess_env, gateway, tmp_path):
