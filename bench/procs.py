@@ -18,9 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-API_KEY = "bench-key-0001"
+API_KEY = "bench-key-0001-0123"  # production rules: 16+ characters
 CLIENT = "bench"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"  # noqa: S105 - a throw-away store
+PROVIDER_SECRET = "bench-provider-secret"  # noqa: S105 - signs the simulator's traffic
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -64,6 +65,7 @@ def service_env(redis_url: str, simulator_url: str, config: Path | None = None) 
         "VERIFLOW_REDIS_URL": redis_url,
         "VERIFLOW_API_KEYS": f"{CLIENT}:{API_KEY}",
         "VERIFLOW_SECRET_KEY": SECRET_KEY,
+        "VERIFLOW_PROVIDER_SECRET": PROVIDER_SECRET,
         "VERIFLOW_SIMULATOR_URL": simulator_url,
         "PYTHONPATH": str(ROOT),
     })

@@ -8,19 +8,25 @@ check (an HTTP call that changes nothing stored): same record, same timer, same 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from machines import motp_user as motp_user_module
 from machines.core import NEW
-from machines.events import IssuedCode, Start
+from machines.events import Event, IssuedCode, MotpStart, NewCall, Start, StartCall
+from machines.motp_user import MotpUser
 from machines.record import Verification
 from machines.vocabulary import Channel, Status
 from service import settings as settings_module
 from service.catalog import Catalog
+from service.crypto import call_context, code_context, motp_secret_context
+from service.motp.enrolment import Motp
 from service.providers.ports import Subscriber
 from service.runtime import Runtime, build_runtime
 from service.simulator.magic import magic_outcome
+from service.store.keys import motp_user_ref, motp_user_shard
 
 CHUNK = 64
 
@@ -52,32 +58,61 @@ async def runtime(env: Mapping[str, str]) -> Runtime:
     return await build_runtime(settings_module.load(env))
 
 
-async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool) -> tuple[str, str]:
-    """One live SMS verification started at `now_ms`; returns its id and its code."""
+async def create_one(rt: Runtime, index: int, now_ms: int, *, tx_id: bool,
+                     channel: Channel = Channel.SMS) -> tuple[str, str]:
+    """One live verification of `channel` started at `now_ms`, as its start route would commit
+    it; returns its id and its code (an SMS code, the ARS display code, "" for PASS and mOTP)."""
     keys, client = rt.store.keys, next(iter(rt.settings.api_keys))
     tx = f"tx-{index:010d}-{secrets.token_hex(4)}" if tx_id else None
     person = subject(index)
-    shard = keys.tx_shard(client, tx) if tx else keys.shard_of(person.phone)
+    user = await motp_user(rt, client, index, now_ms) if channel is Channel.MOTP else None
+    if user is not None:
+        shard = motp_user_shard(keys, user.ref)
+    else:
+        shard = keys.tx_shard(client, tx) if tx else keys.shard_of(person.phone)
     vid = keys.new_id(shard)
     code = f"{secrets.randbelow(10**6):06d}"
     record = Verification(
-        id=vid, client_id=client, channel=Channel.SMS, state=NEW, status=Status.PENDING, version=0,
-        definition="", created_at=now_ms, tx_id=tx,
+        id=vid, client_id=client, channel=channel, state=NEW, status=Status.PENDING, version=0,
+        definition="", created_at=now_ms, tx_id=tx, motp_user=user.ref if user else None,
         subject=rt.secrets.seal_subject(person, vid),
     )
-    issued = IssuedCode(code_hash=rt.secrets.code_hash(vid, 1, code),
-                        sealed_code=rt.secrets.seal(code.encode(), f"{vid}|1"))
-    await rt.transactor.create(record, Start(now_ms, issued_code=issued, refusal=None))  # claims the tx_id
+    event: Event
+    if channel is Channel.ARS:
+        code = code[:2]
+        event = StartCall(now_ms, call=NewCall(code, rt.secrets.seal(code.encode(), call_context(vid, 1))))
+    elif channel is Channel.PASS:
+        event, code = Start(now_ms), ""
+    elif user is not None:
+        event, code = MotpStart(now_ms, user=user), ""
+    else:
+        issued = IssuedCode(code_hash=rt.secrets.code_hash(vid, 1, code),
+                            sealed_code=rt.secrets.seal(code.encode(), code_context(vid, 1)))
+        event = Start(now_ms, issued_code=issued, refusal=None)
+    await rt.transactor.create(record, event)  # claims the tx_id
     return vid, code
 
 
+async def motp_user(rt: Runtime, client: str, index: int, now_ms: int) -> MotpUser:
+    """An enrolled mOTP user for the `index`-th person (its own hash, which lives on)."""
+    ref = motp_user_ref(client, f"user-{index}")
+    person = subject(index)
+    enrolment = Motp(rt.transactor, rt.secrets)
+    name_hash, phone_hash = enrolment.identity(ref, person.name, person.phone)
+    user = motp_user_module.registered(
+        None, ref=ref, client_id=client, name_hash=name_hash, phone_hash=phone_hash, now_ms=now_ms,
+        sealed_secret=rt.secrets.seal(secrets.token_bytes(20), motp_secret_context(ref, 1)))
+    await rt.store.save_motp_user(None, user)
+    return dataclasses.replace(user, version=1)
+
+
 async def create_many(rt: Runtime, starts_ms: Iterable[int], *, tx_id: bool = False,
-                      first_index: int = 0) -> list[tuple[str, str]]:
+                      first_index: int = 0, channel: Channel = Channel.SMS) -> list[tuple[str, str]]:
     """Verifications started at each of `starts_ms`, `CHUNK` commits in flight at a time."""
     created: list[tuple[str, str]] = []
     batch: list[Any] = []
     for offset, start in enumerate(starts_ms):
-        batch.append(create_one(rt, first_index + offset, start, tx_id=tx_id))
+        batch.append(create_one(rt, first_index + offset, start, tx_id=tx_id, channel=channel))
         if len(batch) == CHUNK:
             created += await asyncio.gather(*batch)
             batch = []

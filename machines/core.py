@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transitions import EventData, Machine, MachineError
+from transitions import EventData, Machine
 
+from machines.compiled import compile_machine, fire
 from machines.effects import Effect
 from machines.events import TRIGGERS, Event, Tick, TimerFired
 from machines.record import Policy, Verification
@@ -144,6 +145,7 @@ class ChannelMachine:
             send_event=True,
         )
         self.version = definition_hash(self.transitions)
+        self.table = compile_machine(self.machine)
 
     @property
     def triggers(self) -> list[str]:
@@ -166,11 +168,12 @@ class ChannelMachine:
         return Decision(record, after, flow.reply, tuple(flow.effects))
 
     def _fire(self, flow: Flow, trigger: str) -> None:
-        try:
-            self.machine.events[trigger].trigger(flow)
-        except (MachineError, KeyError) as exc:
+        """Through the table compiled from the library's own transitions (machines.compiled)."""
+        candidates = self.table.get((flow.state, trigger))
+        if candidates is None:
             msg = f"{self.channel}: no transition for {trigger!r} from {flow.state!r}"
-            raise UndefinedTransitionError(msg) from exc
+            raise UndefinedTransitionError(msg)
+        fire(candidates, flow)
 
 
 def definition_hash(transitions: Iterable[dict[str, Any]]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from machines.motp_user import MotpUser
-from machines.vocabulary import TimerKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +25,7 @@ class Refusal:
 
     code: str
     detail_code: str | None = None
+    variant: str | None = None  # which catalog row of a code listed twice: 2910 "code_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +35,25 @@ class Start:
     now_ms: int
     issued_code: IssuedCode | None = None
     refusal: Refusal | None = None
+    upstream_id: str | None = None  # SMS, the upstream checks the code: its id of the code it sent
 
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
     now_ms: int
     code_hash: str | None = None  # keyed hash of the submitted code (SMS, mOTP)
-    refusal: Refusal | None = None  # the carrier's add-on check, asked only for a matching code
+    # The carrier's add-on check, asked only for a matching code; or, when `checked_upstream_id`
+    # is set, the upstream's verdict on the code it sent under that id (None: it matches).
+    refusal: Refusal | None = None
+    checked_upstream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Resend:
     now_ms: int
     issued_code: IssuedCode | None = None
+    upstream_id: str | None = None  # the upstream sent a new code under this id
+    refusal: Refusal | None = None  # the upstream refused to send a new code
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +63,10 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
+    """A timer came due. Which one does not matter: the machine compares the clock with every
+    deadline the record keeps (so a stale timer changes nothing)."""
+
     now_ms: int
-    kind: TimerKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ class Policy:
     result_ttl_s: int
     max_verify_attempts: int = 3
     max_resends: int = 3
-    # ARS and PASS (appended; the SMS policy leaves them at their defaults)
+    # ARS and PASS (the SMS policy leaves them at their defaults)
     push_timeout_s: int = 0
     fallback: tuple[tuple[str, frozenset[str]], ...] = ()  # (channel, the codes that offer it)
 
@@ -57,6 +57,10 @@ class Verification:
     display_code: str | None = None  # the digits of the current call, shown on the client's screen
     push_generation: int = 0  # PASS pushes sent
     push_expires_at: int | None = None  # the current push's answer deadline
+    # Providers (appended): the id of the provider serving this verification's calls, pushes or
+    # upstream-checked codes (only its events act on it), and the upstream's id of the current code.
+    provider: str | None = None
+    upstream_id: str | None = None
 
     @property
     def is_live(self) -> bool:

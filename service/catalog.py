@@ -58,9 +58,6 @@ class Catalog:
     def get(self, code: str) -> Entry:
         return self._by_code[code]
 
-    def codes_of(self, channel: str) -> set[str]:
-        return {e.code for e in self.entries if channel in e.channels}
-
     def as_json(self) -> dict[str, Any]:
         """The catalog as `GET /v1/catalog` serves it (contract section 1)."""
         return {

@@ -10,12 +10,17 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from service import logging as vlogging
 from service import settings as settings_module
 from service.api.app import build_app
+from service.api.context import RUNTIME
 from service.catalog import Catalog
+from service.providers.wiring import simulator_webhook
 from service.runtime import Runtime, build_runtime, store_options
+from service.safety import refuse_unsafe
+from service.serving import StartupError, run_until_stopped
 from service.settings import ConfigError, Settings
 from service.simulator.app import Simulator
 from service.store.health import wait_for_store
@@ -62,7 +67,7 @@ def workers_ctx(
 
 
 async def serve_app(settings: Settings, *, simulator: bool, api: bool, workers: bool) -> web.Application:
-    rt = await build_runtime(settings)
+    rt = await build_runtime(settings, simulator_mounted=simulator)
     announce(settings, rt)
     app = build_app(rt, simulator=simulator) if api else web.Application()
     app.cleanup_ctx.append(workers_ctx(rt, timers=workers, dispatcher=workers))
@@ -70,19 +75,35 @@ async def serve_app(settings: Settings, *, simulator: bool, api: bool, workers: 
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="veriflow", description="Phone identity verification service")
+    parser = argparse.ArgumentParser(
+        prog="veriflow", description="Phone identity verification service",
+        epilog="Environment: VERIFLOW_REDIS_URL, VERIFLOW_CONFIG, VERIFLOW_API_KEYS, VERIFLOW_SECRET_KEY, "
+               "VERIFLOW_PROVIDER_SECRET[_<ID>], VERIFLOW_WEBHOOK_URL, VERIFLOW_SIMULATOR_URL and the "
+               "providers' credentials (README, Running it for real).")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("serve", "API, timer worker, outbox worker and (by default) the simulator in one process"),
+        ("serve", "API, timer worker, outbox worker and (on the embedded store) the simulator in one process"),
         ("api", "the HTTP API only"),
         ("worker", "the timer and outbox workers only"),
-        ("simulator", "the provider simulator only"),
+        ("simulator", "the provider simulator only (a development tool)"),
     ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--host", default=None)
-        command.add_argument("--port", type=int, default=None)
+        command = commands.add_parser(name, help=text, description=text, epilog=parser.epilog)
+        if name != "worker":
+            command.add_argument("--host", default=None,
+                                 help="address to listen on (default: server.host of the configuration, 127.0.0.1)")
+            command.add_argument("--port", type=int, default=None,
+                                 help="port to listen on (default: server.port of the configuration, 8080)")
+        else:
+            command.set_defaults(host=None, port=None)
+        if name in {"serve", "api"}:
+            command.add_argument("--reuse-port", action="store_true",
+                                 help="share the port with other veriflow processes (SO_REUSEPORT)")
         if name == "serve":
-            command.add_argument("--simulator", action=argparse.BooleanOptionalAction, default=True)
+            command.add_argument(
+                "--simulator", action=argparse.BooleanOptionalAction, default=None,
+                help="mount the provider simulator under /sim (a development tool: unauthenticated "
+                     "routes that read codes and answer pushes). Default: on with the embedded store, "
+                     "off when VERIFLOW_REDIS_URL is set")
     return parser.parse_args(argv)
 
 
@@ -96,23 +117,46 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     host = args.host or settings.host
     port = args.port or settings.port
-    if args.port:
-        settings = settings_module.with_port(settings, port)
     if args.command == "simulator":
+        webhook = simulator_webhook(settings)  # where the service it plays for listens
         sim = web.Application()
-        sim.add_subapp("/sim", Simulator(Catalog.load(), settings.provider_secret).app())
+        sim.add_subapp("/sim", Simulator(Catalog.load(), settings.provider_secret, webhook).app())
         web.run_app(sim, host=host, port=port, print=None)
         return
+    if args.port:
+        settings = settings_module.with_port(settings, port)
+    simulator = args.command == "serve" and (
+        args.simulator if args.simulator is not None else settings.redis_url is None)
+    problem = refuse_unsafe(settings, simulator_mounted=simulator)
+    if problem is not None:
+        print(f"veriflow: refusing to start: {problem}", file=sys.stderr, flush=True)  # noqa: T201
+        raise SystemExit(2)
     if settings.redis_url is not None and not asyncio.run(
             wait_for_store(settings.redis_url, store_options(settings), settings.store.connect_timeout_s)):
         raise SystemExit(1)
-    if args.command == "worker":
-        asyncio.run(run_worker(settings))
-        return
-    app = serve_app(settings, simulator=args.command == "serve" and args.simulator, api=True,
-                    workers=args.command == "serve")
-    print(f"veriflow: listening on http://{host}:{port}", file=sys.stderr, flush=True)  # noqa: T201
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    try:
+        if args.command == "worker":
+            asyncio.run(run_worker(settings))
+        else:
+            asyncio.run(run_server(settings, host, port, simulator=simulator, workers=args.command == "serve",
+                                   reuse_port=args.reuse_port))
+    except (StartupError, ConfigError) as exc:
+        print(f"veriflow: cannot start: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        raise SystemExit(1) from None
+    except (RedisError, OSError) as exc:
+        print(f"veriflow: the store is unreachable ({exc.__class__.__name__}: {exc})",  # noqa: T201
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+async def run_server(settings: Settings, host: str, port: int, *, simulator: bool, workers: bool,
+                     reuse_port: bool = False) -> None:
+    app = await serve_app(settings, simulator=simulator, api=True, workers=workers)
+    try:
+        await run_until_stopped(app, host, port, app[RUNTIME].store.ping, reuse_port=reuse_port)
+    except BaseException:
+        await app[RUNTIME].close()  # a start-up that failed before the workers' clean-up could
+        raise
 
 
 async def run_worker(settings: Settings) -> None:

@@ -6,11 +6,12 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
     ├── UnknownVerificationError    no verification of this client has that id, or it is gone; each
     │                               route answers it with its own "unknown" code (contract section 7)
     ├── ClaimTakenError             a unique claim (a live tx_id) belongs to another verification: 4007
-    └── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
-        ├── BusyError               too many concurrent writers on one verification
-        ├── ProviderError           an upstream could not be reached or answered nonsense
-        └── StoreUnavailableError   the store is unreachable, loading or failing over
-                                    (service.store.health maps the client's errors to it)
+    ├── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
+    │   ├── BusyError               too many concurrent writers on one verification
+    │   ├── ProviderError           an upstream could not be reached or answered nonsense
+    │   └── StoreUnavailableError   the store is unreachable, loading or failing over
+    │                               (service.store.health maps the client's errors to it)
+    └── PermanentFailureError       an outbox effect that can never succeed: dropped, not retried
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class ProviderError(UnavailableError):
 
 class StoreUnavailableError(UnavailableError):
     """The store did not answer (down, loading its data, or a cluster slot failing over)."""
+
+
+class PermanentFailureError(VeriflowError):
+    """An effect that can never succeed (a refused callback address, a dead number): dropped, not retried."""
 
 
 def invalid(description: str) -> ApiError:

@@ -18,8 +18,8 @@ from service.effects.dispatcher import Dispatcher, registry
 from service.effects.handlers import ProviderEffects
 from service.metrics import Metrics
 from service.providers.ports import Providers
-from service.providers.simulator import SimulatorClient
-from service.settings import Settings
+from service.providers.wiring import build_providers, webhook_secrets
+from service.settings import ConfigError, Settings
 from service.store.client import StoreInfo, StoreOptions, connect
 from service.store.keys import Keys
 from service.store.outbox import OutboxStreams
@@ -45,6 +45,7 @@ class Runtime:
     callbacks: Callbacks
     timers: TimerWorker
     dispatcher: Dispatcher
+    provider_secrets: dict[str, str]  # provider id -> the secret of its webhook events
 
     async def close(self) -> None:
         await self.http.close()
@@ -52,20 +53,16 @@ class Runtime:
         await self.store.redis.aclose()
 
 
-async def service_key(store: Store, configured: str | None) -> bytes:
-    """VERIFLOW_SECRET_KEY, or a development key made once and kept in the store (so a restart
-    still accepts the codes already sent)."""
+async def service_key(store: Store, configured: str | None, *, embedded: bool) -> bytes:
+    """VERIFLOW_SECRET_KEY, or, on the embedded store only, a development key made once and kept
+    in that store. It is never written to a real Redis: whoever reads it would unseal everything."""
     if configured:
         return configured.encode()
+    if not embedded:
+        msg = "VERIFLOW_SECRET_KEY is not set (required with VERIFLOW_REDIS_URL)"
+        raise ConfigError(msg)
     log.warning("secret_key.development", hint="set VERIFLOW_SECRET_KEY in production")
     return await store.development_key()
-
-
-def simulator_providers(settings: Settings, http: aiohttp.ClientSession, simulator_url: str | None) -> Providers:
-    base = simulator_url or settings.simulator_url or f"http://127.0.0.1:{settings.port}/sim"
-    webhook = settings.webhook_url or f"http://127.0.0.1:{settings.port}/v1/providers/simulator/events"
-    client = SimulatorClient(base, http, settings.provider_timeout_s, webhook)
-    return Providers(carriers=client, sms=client, calls=client, pushes=client)
 
 
 def store_options(settings: Settings) -> StoreOptions:
@@ -81,6 +78,7 @@ async def build_runtime(
     client: Any = None,
     store_info: StoreInfo | None = None,
     simulator_url: str | None = None,
+    simulator_mounted: bool = True,
 ) -> Runtime:
     if client is None:
         client, store_info = connect(settings.redis_url, store_options(settings))
@@ -88,10 +86,14 @@ async def build_runtime(
     clock = clock or SystemClock()
     keys = Keys(settings.shards)
     store = Store(client, keys)
-    secret = Secrets(await service_key(store, settings.secret_key))
+    secret = Secrets(await service_key(store, settings.secret_key, embedded=settings.redis_url is None))
     metrics = Metrics()
     http = aiohttp.ClientSession()
-    providers = simulator_providers(settings, http, simulator_url)
+    try:
+        providers = build_providers(settings, http, simulator_url)
+    except ConfigError:
+        await http.close()
+        raise
     callbacks = Callbacks(settings, secret, callback_session(allow_private=settings.allow_private_callbacks))
     provider_effects = ProviderEffects(store, settings, secret, providers.sms, providers.calls, providers.pushes)
     consumer = f"{socket.gethostname()}-{pysecrets.token_hex(4)}"
@@ -112,4 +114,5 @@ async def build_runtime(
         callbacks=callbacks,
         timers=TimerWorker(transactor, clock, metrics),
         dispatcher=dispatcher,
+        provider_secrets=webhook_secrets(settings, simulator_mounted=simulator_mounted),
     )

@@ -16,6 +16,7 @@ import yaml
 
 from machines.record import Policy
 from machines.vocabulary import Channel
+from service.providers.config import ProviderConfigError, ProviderSettings, load_provider_settings
 
 
 def config_dir() -> Path:
@@ -108,12 +109,12 @@ class Settings:
     host: str
     port: int
     motp: MotpSettings
-    # ARS, PASS and channel fallback (appended)
     ars: ArsSettings
     pass_: PassSettings
     fallback: Mapping[str, Mapping[str, frozenset[str]]]  # channel -> offered channel -> codes
     webhook_url: str | None
     event_dedup_ttl_s: int
+    providers: ProviderSettings  # which provider serves which need, and their secrets
     # store faults, idempotency retention and outbox consumers (appended)
     store: StoreSettings
     idempotency: IdempotencySettings
@@ -303,6 +304,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fallback=_fallback(raw),
         webhook_url=env.get("VERIFLOW_WEBHOOK_URL") or _optional_str(raw, "providers.webhook_url"),
         event_dedup_ttl_s=_int(raw, "providers.event_dedup_ttl_s"),
+        providers=_providers(raw, env),
         store=StoreSettings(
             connect_timeout_s=_number(raw, "store.connect_timeout_s"),
             socket_timeout_s=_number(raw, "store.socket_timeout_s"),
@@ -313,6 +315,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         outbox_consumer_idle_s=_int(raw, "outbox.consumer_idle_s"),
     )
+
+
+def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettings:
+    try:
+        return load_provider_settings(_get(raw, "providers"), env)
+    except ProviderConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _issuer(raw: Mapping[str, Any]) -> str:

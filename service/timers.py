@@ -16,7 +16,6 @@ import structlog
 
 from machines.events import TimerFired
 from machines.record import Verification
-from machines.vocabulary import TimerKind
 from service.backoff import Outage
 from service.clock import Clock
 from service.errors import UnknownVerificationError
@@ -71,9 +70,9 @@ class TimerWorker:
         requests, lags = [], []
         try:
             for member in members:
-                verification_id, kind, due_ms = parse_timer_member(member)
+                verification_id, _, due_ms = parse_timer_member(member)
                 lags.append(max(now - due_ms, 0) / 1000)
-                requests.append((verification_id, self._expire(TimerKind(kind)), member))
+                requests.append((verification_id, self._expire(), member))
             decisions = await self.transactor.apply_batch(requests)
         except Exception as exc:
             if is_store_fault(exc):
@@ -88,9 +87,9 @@ class TimerWorker:
         await self.store.drop_timers(shard, idle)  # nothing left to do for these
         self.fired += len(members)
 
-    def _expire(self, kind: TimerKind) -> Callable[[Verification], TimerFired]:
+    def _expire(self) -> Callable[[Verification], TimerFired]:
         def event(_: Verification) -> TimerFired:
-            return TimerFired(self.clock.now_ms(), kind)
+            return TimerFired(self.clock.now_ms())
 
         return event
 
@@ -107,7 +106,7 @@ class TimerWorker:
             self.metrics.timer_lag_seconds.observe(max(now - due_ms, 0) / 1000)
 
             async def event(_: Verification) -> TimerFired:
-                return TimerFired(self.clock.now_ms(), TimerKind(kind))
+                return TimerFired(self.clock.now_ms())
 
             try:
                 decision = await self.transactor.apply(verification_id, event, fired_timer=member)

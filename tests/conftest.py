@@ -1,11 +1,15 @@
 """Shared fixtures: a real redis-server for the session, fakeredis, and a running API.
 
-`store_client` runs each store test twice: on fakeredis and on the real redis-server.
+`store_client` runs a test on fakeredis and again on the real redis-server when the store's
+behaviour is what it checks: every test that does not go through HTTP (store, transactor,
+timers, outbox), every HTTP test of the modules in `BOTH_STORES` and every test that sends
+concurrent requests. The other HTTP tests check the API's answers and run on fakeredis only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import socket
@@ -29,6 +33,7 @@ from service.clock import ManualClock
 from service.providers.simulator import SimulatorClient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+from service.simulator.app import SIMULATOR
 from service.store.client import StoreInfo
 
 API_KEY = "test-key-0001"
@@ -69,10 +74,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(10)
 
 
-@pytest.fixture(params=["fake", "real"])
-async def store_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+BOTH_STORES = {"test_timers", "test_webhooks", "test_workers", "test_tx_id", "test_processes"}
+
+
+def runs_on_both_stores(metafunc: pytest.Metafunc) -> bool:
+    if "api" not in metafunc.fixturenames or metafunc.module.__name__.rpartition(".")[2] in BOTH_STORES:
+        return True
+    return "asyncio.gather" in inspect.getsource(metafunc.function)  # races: atomicity is the point
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames:
+        metafunc.parametrize("store_kind", ["fake", "real"] if runs_on_both_stores(metafunc) else ["fake"])
+
+
+@pytest.fixture
+async def store_client(request: pytest.FixtureRequest, store_kind: str) -> AsyncIterator[Any]:
     """A Redis client, fakeredis or the real server (flushed), for tests of store behaviour."""
-    if request.param == "fake":
+    if store_kind == "fake":
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     else:
         url = request.getfixturevalue("redis_server")
@@ -95,8 +114,11 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def runtime(store_client: Any, clock: ManualClock) -> AsyncIterator[Runtime]:
-    settings = make_settings(allow_private_callbacks=True)
+async def runtime(request: pytest.FixtureRequest, store_client: Any, clock: ManualClock) -> AsyncIterator[Runtime]:
+    """The service's parts on the test's store. `@pytest.mark.settings(name=value, …)` overrides
+    settings for one test or class (callbacks to loopback are allowed unless it says otherwise)."""
+    marker = request.node.get_closest_marker("settings")
+    settings = make_settings(**{"allow_private_callbacks": True, **(marker.kwargs if marker else {})})
     rt = await build_runtime(settings, clock=clock, client=store_client,
                              store_info=StoreInfo("test", durable=False))
     yield rt
@@ -166,7 +188,7 @@ async def api(runtime: Runtime) -> AsyncIterator[Api]:
     simulator = runtime.providers.sms
     assert isinstance(simulator, SimulatorClient)
     simulator.base_url = base + "/sim"
-    simulator.webhook_url = base + "/v1/providers/simulator/events"
+    app[SIMULATOR].phone_apps.webhook = base + "/v1/providers/simulator/events"
     await runtime.dispatcher.ensure_groups()
     async with aiohttp.ClientSession() as session:
         yield Api(session, base, runtime, app)

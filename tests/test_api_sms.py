@@ -118,10 +118,9 @@ class TestErrors:
             assert resp.status == 400
             assert (await resp.json())["error"]["code"] == "3001"
 
+    @pytest.mark.settings(allow_private_callbacks=False)
     async def test_private_callback_refused_unless_allowed(self, api: Api):
         """A loopback callback URL is 400 3001 when private networks are not allowed."""
-        api.rt.settings = api.rt.settings.__class__(**api.rt.settings.__dict__) if False else api.rt.settings
-        object.__setattr__(api.rt.settings, "allow_private_callbacks", False)
         status, body = await api.call("POST", "/v1/verifications",
                                       start_body(callback_url="http://127.0.0.1:9/hook"))
         assert (status, body["error"]["code"]) == (400, "3001")

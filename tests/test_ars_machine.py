@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from machines.ars import CALL_OUTCOMES, CALL_RESULT, CALLING, WRONG_DIGITS
 from machines.channels import ARS
-from machines.core import NEW, Decision, UndefinedTransitionError
+from machines.core import NEW, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, PlaceCall
 from machines.events import (
     CallAgain,
@@ -27,15 +25,15 @@ from machines.events import (
 from machines.pass_push import PUSH_RESULT
 from machines.record import Policy, Verification
 from machines.vocabulary import Channel, Status, TimerKind
+from tests import machine_table
 
 POLICY = Policy(session_ttl_s=420, result_ttl_s=600, max_resends=2)  # max_calls 3
-T0 = 1_000_000
+T0 = machine_table.T0
 SESSION_END = T0 + 420_000
 
 
 def fresh() -> Verification:
-    return Verification(id="v1", client_id="c1", channel=Channel.ARS, state=NEW, status=Status.PENDING,
-                        version=0, definition="", created_at=T0, subject="sealed-subject")
+    return machine_table.fresh(Channel.ARS)
 
 
 def call(n: int = 1) -> NewCall:
@@ -46,9 +44,7 @@ def result(code: str, generation: int = 1, at: int = T0 + 10, detail: str | None
     return ProviderReport(at, CALL_RESULT, code, detail, generation)
 
 
-def step(record: Verification, event: Event) -> Decision:
-    decision = ARS.decide(record, event, POLICY)
-    return dataclasses.replace(decision, record=dataclasses.replace(decision.record, version=record.version + 1))
+step = machine_table.stepper(ARS, POLICY)
 
 
 def calling() -> Verification:
@@ -64,7 +60,7 @@ def verified() -> Verification:
 
 
 def completed() -> Verification:
-    return step(verified(), Redeem(T0 + 20, token_ok=True)).record
+    return machine_table.redeemed(step, verified(), T0 + 20)
 
 
 def failed() -> Verification:
@@ -72,11 +68,11 @@ def failed() -> Verification:
 
 
 def expired() -> Verification:
-    return step(calling(), TimerFired(SESSION_END, TimerKind.SESSION)).record
+    return step(calling(), TimerFired(SESSION_END)).record
 
 
 def canceled() -> Verification:
-    return step(calling(), Cancel(T0 + 1)).record
+    return machine_table.canceled(step, calling())
 
 
 class TestStart:
@@ -191,7 +187,7 @@ class TestResults:
 class TestDeadlinesAndFinished:
     def test_the_session_expires_by_timer_and_by_read(self):
         """7 minutes without a result: expired (4001), by the timer and by any read."""
-        for event in (TimerFired(SESSION_END, TimerKind.SESSION), Tick(SESSION_END)):
+        for event in (TimerFired(SESSION_END), Tick(SESSION_END)):
             decision = step(calling(), event)
             assert (decision.record.status, decision.record.last_code) == (Status.EXPIRED, "4001")
 
@@ -225,8 +221,8 @@ class TestDeadlinesAndFinished:
 ALL_EVENTS: list[Event] = [
     StartCall(T0, call=call(1)), StartCall(T0, refusal=Refusal("2910")), Confirm(T0 + 1),
     CallAgain(T0 + 1, call(9)), Cancel(T0 + 1), Redeem(T0 + 1, token_ok=True), result("2000"),
-    result("4602"), result("4611"), result("2000", generation=7), TimerFired(SESSION_END, TimerKind.SESSION),
-    TimerFired(T0 + 10**9, TimerKind.RESULT), Tick(T0 + 1), SwitchChannel(T0 + 1, "sms"),
+    result("4602"), result("4611"), result("2000", generation=7), TimerFired(SESSION_END),
+    TimerFired(T0 + 10**9), Tick(T0 + 1), SwitchChannel(T0 + 1, "sms"),
 ]
 
 

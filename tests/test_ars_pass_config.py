@@ -96,9 +96,9 @@ class TestCatalogAndDocs:
         assert sorted(start["content"]["application/json"]["schema"]["properties"]["channel"]["enum"]) == [
             "ars", "motp", "pass", "sms"]
 
+    @pytest.mark.settings(ars=settings_module.ArsSettings(420, 3, 4))
     async def test_display_code_length_comes_from_configuration(self, api: Api):
         """display_code_length 4: the screen shows 4 digits."""
-        object.__setattr__(api.rt.settings, "ars", settings_module.ArsSettings(420, 3, 4))
         status, body = await api.call("POST", "/v1/verifications", {
             "channel": "ars", "subject": {"name": "홍길동", "birth": "19900101", "gender_digit": "1",
                                           "phone": "01012341234", "carrier": "KT"}})

@@ -36,6 +36,8 @@ CALLBACK_KEYS = ("prepare", "before", "after")
 REFUSALS: dict[tuple[Channel, str], frozenset[str]] = {
     (Channel.SMS, "start"): frozenset({"2910", "4016"}),
     (Channel.SMS, "confirm"): frozenset({"4022", "4023"}),
+    # An upstream that checks the code itself (PortOne) and no longer knows the request.
+    (Channel.SMS, "upstream_confirm"): frozenset({"4018"}),
     (Channel.ARS, "start"): frozenset({"2910", "4016"}),
     (Channel.PASS, "start"): frozenset({"6701", "6704", "6707", "6751", "6752", "6753", "6754", "6755",
                                         "6756", "6757"}),
@@ -45,6 +47,7 @@ REFUSAL_CALLBACKS: dict[Callable[..., Any], str] = {
     common.fail_with_refusal: "start",
     fallback.fail_with_refusal: "start",
     sms.hold_for_addon_check: "confirm",
+    sms.answer_upstream_refusal: "upstream_confirm",
 }
 # Callbacks that answer fixed codes their names do not carry.
 FIXED_CODES: dict[Callable[..., Any], frozenset[str]] = {
@@ -62,7 +65,7 @@ FIXED_CODES: dict[Callable[..., Any], frozenset[str]] = {
 # Callbacks that answer no code of their own (reply_last_code repeats the one that ended it).
 CODELESS: frozenset[Callable[..., Any]] = frozenset({
     common.open_session, common.redeem, common.cancel, common.reply_last_code, common.reply_read,
-    sms.send_new_code, sms.spend_resend, sms.exhaust_attempts,
+    sms.send_new_code, sms.note_upstream_code, sms.spend_resend, sms.exhaust_attempts,
     ars.open_call_session, ars.place_call, ars.exhaust_calls,
     pass_push.open_push_session, pass_push.send_push, pass_push.stop_push_timer,
     motp.begin, motp.count_failure_and_lock,

@@ -267,9 +267,9 @@ class TestTenantIsolation:
         status, body = await api.call("POST", "/v1/results", {"key_token": done["key_token"]})
         assert status == 200, body
 
+    @pytest.mark.settings(record_ttl_s=1)
     async def test_a_finished_verification_is_unknown_after_record_ttl(self, api: Api):
         """§2: a verification finished longer than record_ttl_s ago is answered like an unknown id."""
-        object.__setattr__(api.rt.settings, "record_ttl_s", 1)
         started = await api.start("01012300005")
         status, _ = await api.call("POST", path(started["id"], "cancel"))
         assert status == 200
@@ -1294,9 +1294,9 @@ PRIVATE_HOSTS = ["127.0.0.1", "127.1.2.3", "10.1.2.3", "172.16.0.1", "192.168.1.
 
 class TestPrivateCallbacks:
     @pytest.mark.parametrize("host", PRIVATE_HOSTS)
+    @pytest.mark.settings(allow_private_callbacks=False)
     async def test_private_callback_refused_at_start(self, api: Api, host):
         """§7: a callback_url on a loopback, private or link-local address is 400 3001 at start."""
-        object.__setattr__(api.rt.settings, "allow_private_callbacks", False)
         status, body = await api.call("POST", "/v1/verifications",
                                       start_body("01012300071", callback_url=f"http://{host}:8080/hook"))
         assert answer(status, body) == (400, "3001", False)
@@ -1304,15 +1304,15 @@ class TestPrivateCallbacks:
         assert await sim_messages(api, "01012300071") == []
 
     @pytest.mark.parametrize("url", ["https://example.com/hook", "http://93.184.216.34/hook"])
+    @pytest.mark.settings(allow_private_callbacks=False)
     async def test_public_callback_accepted(self, api: Api, url):
         """§7: a public callback address is accepted when private networks are not allowed."""
-        object.__setattr__(api.rt.settings, "allow_private_callbacks", False)
         status, body = await api.call("POST", "/v1/verifications", start_body("01012300072", callback_url=url))
         assert status == 201, body
 
+    @pytest.mark.settings(allow_private_callbacks=True)
     async def test_private_callback_allowed_when_configured(self, api: Api, hook):
         """§7: with callbacks.allow_private_networks true a loopback callback is accepted and called."""
-        object.__setattr__(api.rt.settings, "allow_private_callbacks", True)
         started = await api.start("01012300073", callback_url=hook.url)
         await api.call("POST", path(started["id"], "cancel"))
         await deliver(api)
@@ -1324,10 +1324,10 @@ class TestPrivateCallbacks:
 
 class TestPrivateCallbackNotations:
     @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f000001", "017700000001", "10.1"])
+    @pytest.mark.settings(allow_private_callbacks=False)
     async def test_other_notations_of_a_private_address_are_refused_at_start(self, api: Api, host):
         """§7: a callback_url whose host is a loopback/private address is refused at start (400 3001),
         whatever notation of the address is used."""
-        object.__setattr__(api.rt.settings, "allow_private_callbacks", False)
         status, body = await api.call("POST", "/v1/verifications",
                                       start_body("01012300074", callback_url=f"http://{host}:8080/hook"))
         assert (status, error_of(body)["code"]) == (400, "3001")

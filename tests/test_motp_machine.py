@@ -16,14 +16,15 @@ from machines import motp_user
 from machines.channels import MOTP
 from machines.core import NEW, Decision, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, SaveMotpUser
-from machines.events import Cancel, Event, MotpConfirm, MotpStart, Redeem, Refusal, Resend, Tick, TimerFired
+from machines.events import Cancel, MotpConfirm, MotpStart, Redeem, Refusal, Resend, Tick, TimerFired
 from machines.motp import AWAITING_CODE
 from machines.motp_user import MotpUser
 from machines.record import Policy, Verification
 from machines.vocabulary import Channel, Status, TimerKind
+from tests import machine_table
 
 POLICY = Policy(session_ttl_s=420, result_ttl_s=600, max_verify_attempts=5, max_resends=0)
-T0 = 1_000_000
+T0 = machine_table.T0
 STEP = T0 // 60_000
 
 
@@ -34,13 +35,10 @@ def user(**changes: object) -> MotpUser:
 
 
 def fresh() -> Verification:
-    return Verification(id="v1", client_id="c1", channel=Channel.MOTP, state=NEW, status=Status.PENDING,
-                        version=0, definition="", created_at=T0, subject="sealed-subject", motp_user="u1")
+    return machine_table.fresh(Channel.MOTP, motp_user="u1")
 
 
-def step(record: Verification, event: Event) -> Decision:
-    decision = MOTP.decide(record, event, POLICY)
-    return dataclasses.replace(decision, record=dataclasses.replace(decision.record, version=record.version + 1))
+step = machine_table.stepper(MOTP, POLICY)
 
 
 def saved(decision: Decision) -> MotpUser | None:
@@ -161,15 +159,15 @@ def failed() -> Verification:
 
 
 def completed() -> Verification:
-    return step(verified(), Redeem(T0 + 2, token_ok=True)).record
+    return machine_table.redeemed(step, verified(), T0 + 2)
 
 
 def expired() -> Verification:
-    return step(started(), TimerFired(T0 + 420_000, TimerKind.SESSION)).record
+    return step(started(), TimerFired(T0 + 420_000)).record
 
 
 def canceled() -> Verification:
-    return step(started(), Cancel(T0 + 1)).record
+    return machine_table.canceled(step, started())
 
 
 class TestFinished:
@@ -195,7 +193,7 @@ ALL_EVENTS = [
     MotpConfirm(T0 + 1, user=user(), step=STEP), MotpConfirm(T0 + 1, user=user(), step=None),
     MotpConfirm(T0 + 1, user=user(failures=5, locked_at=1), step=STEP), MotpConfirm(T0 + 1, user=None, step=None),
     Resend(T0 + 1), Cancel(T0 + 1), Redeem(T0 + 1, token_ok=True), Redeem(T0 + 1, token_ok=False),
-    TimerFired(T0 + 1, TimerKind.SESSION), TimerFired(T0 + 10**9, TimerKind.RESULT), Tick(T0 + 1),
+    TimerFired(T0 + 1), TimerFired(T0 + 10**9), Tick(T0 + 1),
     MotpStart(T0, user=user()),
 ]
 

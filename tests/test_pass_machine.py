@@ -10,7 +10,7 @@ import pytest
 from machines import fallback
 from machines.age import birth_date, is_younger_than
 from machines.channels import MACHINES, PASS, SMS
-from machines.core import NEW, Decision, UndefinedTransitionError
+from machines.core import NEW, UndefinedTransitionError
 from machines.effects import ArmTimer, DisarmTimer, Notify, SendPush, SendSms
 from machines.events import (
     Cancel,
@@ -29,11 +29,12 @@ from machines.events import (
 from machines.pass_push import PUSH_FAILED, PUSH_RESULT, PUSH_SENT
 from machines.record import Policy, Verification
 from machines.vocabulary import Channel, Status, TimerKind
+from tests import machine_table
 
 FALLBACK = (("sms", frozenset({"6707", "6751"})),)
 POLICY = Policy(session_ttl_s=420, result_ttl_s=600, push_timeout_s=180, fallback=FALLBACK)
 SMS_POLICY = Policy(session_ttl_s=600, result_ttl_s=600, max_verify_attempts=3, max_resends=3)
-T0 = 1_000_000
+T0 = machine_table.T0
 PUSH_END = T0 + 180_000
 SESSION_END = T0 + 420_000
 
@@ -43,17 +44,14 @@ def policy_of(channel: Channel) -> Policy:
 
 
 def fresh() -> Verification:
-    return Verification(id="v1", client_id="c1", channel=Channel.PASS, state=NEW, status=Status.PENDING,
-                        version=0, definition="", created_at=T0, subject="sealed-subject", tx_id="tx-1")
+    return machine_table.fresh(Channel.PASS, tx_id="tx-1")
 
 
 def answer(code: str, detail: str | None = None, generation: int = 1, at: int = T0 + 10) -> ProviderReport:
     return ProviderReport(at, PUSH_RESULT, code, detail, generation)
 
 
-def step(record: Verification, event: Event) -> Decision:
-    decision = PASS.decide(record, event, POLICY)
-    return dataclasses.replace(decision, record=dataclasses.replace(decision.record, version=record.version + 1))
+step = machine_table.stepper(PASS, POLICY)
 
 
 def push_sent() -> Verification:
@@ -69,7 +67,7 @@ def verified() -> Verification:
 
 
 def completed() -> Verification:
-    return step(verified(), Redeem(T0 + 20, token_ok=True)).record
+    return machine_table.redeemed(step, verified(), T0 + 20)
 
 
 def denied() -> Verification:
@@ -81,11 +79,11 @@ def unavailable() -> Verification:
 
 
 def timed_out() -> Verification:
-    return step(push_sent(), TimerFired(PUSH_END, TimerKind.PUSH)).record
+    return step(push_sent(), TimerFired(PUSH_END)).record
 
 
 def canceled() -> Verification:
-    return step(push_sent(), Cancel(T0 + 1)).record
+    return machine_table.canceled(step, push_sent())
 
 
 class TestStart:
@@ -175,14 +173,14 @@ class TestAnswers:
 
     def test_the_push_deadline_ends_it_6706(self):
         """No answer within push_timeout_s: failed 6706 by the timer, or by any read."""
-        for event in (TimerFired(PUSH_END, TimerKind.PUSH), Tick(PUSH_END), Confirm(PUSH_END)):
+        for event in (TimerFired(PUSH_END), Tick(PUSH_END), Confirm(PUSH_END)):
             decision = step(push_sent(), event)
             assert (decision.record.status, decision.record.last_code) == (Status.FAILED, "6706")
 
     def test_an_early_or_stale_push_timer_changes_nothing(self):
         """A push timer before its deadline, or after the push was answered, is a no-op."""
-        assert not PASS.decide(push_sent(), TimerFired(PUSH_END - 1, TimerKind.PUSH), POLICY).changed
-        assert not PASS.decide(verified(), TimerFired(PUSH_END, TimerKind.PUSH), POLICY).changed
+        assert not PASS.decide(push_sent(), TimerFired(PUSH_END - 1), POLICY).changed
+        assert not PASS.decide(verified(), TimerFired(PUSH_END), POLICY).changed
 
     @pytest.mark.parametrize("report", [
         answer("2000", generation=2), ProviderReport(T0 + 10, "ars.call_result", "2000", None, 1),
@@ -206,7 +204,7 @@ class TestFallback:
         record = unavailable()
         assert (record.fallback, record.subject) == ("sms", "sealed-subject")
         assert not PASS.decide(record, Tick(SESSION_END - 1), POLICY).changed
-        for event in (TimerFired(SESSION_END, TimerKind.FALLBACK), Tick(SESSION_END)):
+        for event in (TimerFired(SESSION_END), Tick(SESSION_END)):
             after = step(record, event).record
             assert (after.status, after.last_code, after.fallback, after.subject) == (
                 Status.FAILED, "6707", None, None)
@@ -291,8 +289,8 @@ class TestAge:
 ALL_EVENTS: list[Event] = [
     Start(T0), Start(T0, refusal=Refusal("6707", "6036")), Start(T0, refusal=Refusal("6752")), Confirm(T0 + 1),
     Resend(T0 + 1), Cancel(T0 + 1), Redeem(T0 + 1, token_ok=True), answer("2000"), answer("6705", "6205"),
-    answer("6752"), TimerFired(PUSH_END, TimerKind.PUSH), TimerFired(SESSION_END, TimerKind.FALLBACK),
-    TimerFired(T0 + 10**9, TimerKind.RESULT), Tick(T0 + 1), SwitchChannel(T0 + 1, "sms"),
+    answer("6752"), TimerFired(PUSH_END), TimerFired(SESSION_END),
+    TimerFired(T0 + 10**9), Tick(T0 + 1), SwitchChannel(T0 + 1, "sms"),
 ]
 
 

@@ -22,7 +22,7 @@ from tests.conftest import free_port, start_body
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "crash-test-key"
+KEY = "crash-test-key-0001"
 
 
 class Process:
@@ -114,7 +114,8 @@ class TestCrash:
             "outbox: {retry_idle_ms: 300, block_ms: 100}\n", encoding="utf-8")
         sim_port, port = free_port(), free_port()
         env = {**subprocess_env, "VERIFLOW_REDIS_URL": redis_server, "VERIFLOW_CONFIG": str(config),
-               "VERIFLOW_API_KEYS": f"acme:{KEY}", "VERIFLOW_SECRET_KEY": "crash-secret",
+               "VERIFLOW_API_KEYS": f"acme:{KEY}", "VERIFLOW_SECRET_KEY": "crash-secret-" + "0" * 20,
+               "VERIFLOW_PROVIDER_SECRET": "crash-provider-secret",
                "VERIFLOW_SIMULATOR_URL": f"http://127.0.0.1:{sim_port}/sim"}
         simulator = Process(["simulator", "--port", str(sim_port)], env, tmp_path / "sim.log")
         processes.append(simulator)

@@ -9,12 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.channels import SMS
-from machines.core import NEW, Decision, Flow, UndefinedTransitionError, deadline_passed
+from machines.core import NEW, Flow, UndefinedTransitionError, deadline_passed
 from machines.effects import ArmTimer, DisarmTimer, Notify, SendSms
 from machines.events import (
     Cancel,
     Confirm,
-    Event,
     IssuedCode,
     Redeem,
     Refusal,
@@ -26,25 +25,22 @@ from machines.events import (
 from machines.record import Policy, Verification
 from machines.sms import CODE_SENT
 from machines.vocabulary import Channel, Status, TimerKind
+from tests import machine_table
 
 POLICY = Policy(session_ttl_s=600, result_ttl_s=600, max_verify_attempts=3, max_resends=3)
-T0 = 1_000_000
+T0 = machine_table.T0
 RIGHT = "hash-of-right-code"
 
 
 def fresh() -> Verification:
-    return Verification(id="v1", client_id="c1", channel=Channel.SMS, state=NEW, status=Status.PENDING,
-                        version=0, definition="", created_at=T0, subject="sealed-subject")
+    return machine_table.fresh(Channel.SMS)
 
 
 def issued(n: int = 1) -> IssuedCode:
     return IssuedCode(code_hash=f"hash-{n}", sealed_code=f"sealed-{n}")
 
 
-def step(record: Verification, event: Event) -> Decision:
-    decision = SMS.decide(record, event, POLICY)
-    # The shell bumps the version on each commit; mimic it so records stay comparable.
-    return dataclasses.replace(decision, record=dataclasses.replace(decision.record, version=record.version + 1))
+step = machine_table.stepper(SMS, POLICY)
 
 
 def started(code_hash: str = RIGHT) -> Verification:
@@ -63,15 +59,15 @@ def failed() -> Verification:
 
 
 def completed() -> Verification:
-    return step(verified(), Redeem(T0 + 2, token_ok=True)).record
+    return machine_table.redeemed(step, verified(), T0 + 2)
 
 
 def expired() -> Verification:
-    return step(started(), TimerFired(T0 + 600_000, TimerKind.SESSION)).record
+    return step(started(), TimerFired(T0 + 600_000)).record
 
 
 def canceled() -> Verification:
-    return step(started(), Cancel(T0 + 1)).record
+    return machine_table.canceled(step, started())
 
 
 class TestStart:
@@ -200,7 +196,7 @@ class TestFinished:
     def test_an_unredeemed_token_expires(self):
         """After result_ttl_s a verified verification is expired and its token refused."""
         record = verified()
-        decision = step(record, TimerFired(record.result_expires_at or 0, TimerKind.RESULT))
+        decision = step(record, TimerFired(record.result_expires_at or 0))
         assert decision.record.status is Status.EXPIRED
         assert step(decision.record, Redeem(T0, token_ok=True)).reply.code == "4000"
 
@@ -223,7 +219,7 @@ class TestFinished:
 class TestTimers:
     def test_an_early_or_stale_timer_changes_nothing(self):
         """A timer that fires before the record's deadline (a stale one) is a no-op."""
-        decision = SMS.decide(started(), TimerFired(T0 + 1, TimerKind.SESSION), POLICY)
+        decision = SMS.decide(started(), TimerFired(T0 + 1), POLICY)
         assert not decision.changed
 
     def test_a_read_after_the_deadline_expires(self):
@@ -234,8 +230,8 @@ class TestTimers:
 ALL_EVENTS = [
     Start(T0, issued_code=issued()), Confirm(T0 + 1, code_hash=RIGHT), Confirm(T0 + 1, code_hash="x"),
     Resend(T0 + 1, issued_code=issued(2)), Cancel(T0 + 1), Redeem(T0 + 1, token_ok=True),
-    Redeem(T0 + 1, token_ok=False), TimerFired(T0 + 1, TimerKind.SESSION),
-    TimerFired(T0 + 10**9, TimerKind.RESULT), Tick(T0 + 1),
+    Redeem(T0 + 1, token_ok=False), TimerFired(T0 + 1),
+    TimerFired(T0 + 10**9), Tick(T0 + 1),
 ]
 
 

@@ -11,8 +11,9 @@ from service.api.context import CLIENTS, RUNTIME
 from service.api.openapi import openapi_document
 from service.jsonio import json_response
 from service.motp import routes as motp_routes
+from service.providers.wiring import simulator_webhook
 from service.runtime import Runtime
-from service.simulator.app import Simulator
+from service.simulator.app import SIMULATOR, Simulator
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -55,5 +56,6 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     if simulator:
-        app.add_subapp("/sim", Simulator(rt.catalog, rt.settings.provider_secret).app())
+        sim = app[SIMULATOR] = Simulator(rt.catalog, rt.settings.provider_secret, simulator_webhook(rt.settings))
+        app.add_subapp("/sim", sim.app())
     return app

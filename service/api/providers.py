@@ -1,11 +1,14 @@
 """Provider webhooks.
 
-`POST /v1/providers/{provider}/events`: the signature is checked before anything else is read
-(401 `3004`, changing nothing, when it is missing, wrong or outside the 300 s window). The event
-then goes through `Engine.apply` like any other input, and its `event_id` is claimed in the same
-commit as the transition it causes: a second delivery finds the claim held and acts not at all.
-Events that change nothing (an unknown or finished verification, an old call or push, a replay)
-are acknowledged 200 and logged, so the provider stops retrying.
+`POST /v1/providers/{provider}/events`: the signature is checked with THAT provider's own secret
+before anything else is read (401 `3004`, changing nothing, when it is missing, wrong or outside
+the 300 s window, and alike for a provider id the service does not know, so nothing is learned).
+The event then goes through `Engine.apply` like any other input, and its `event_id` is claimed,
+under the authenticated provider's id, in the same commit as the transition it causes: a second
+delivery finds the claim held and acts not at all. An event acts only on a verification whose
+calls or pushes that provider serves (`Verification.provider`). Events that change nothing (an
+unknown or finished verification, another provider's verification, an old call or push, a
+replay) are acknowledged 200 and logged, so the provider stops retrying.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from service.api import validation
 from service.api.context import runtime
 from service.errors import ApiError, ClaimTakenError, UnknownVerificationError, invalid
 from service.jsonio import json_response
+from service.providers.config import SIMULATOR
 from service.providers.references import parse_reference
 from service.store.plan import Claim
 
@@ -60,11 +64,10 @@ async def provider_event(request: web.Request) -> web.Response:
     rt = runtime(request)
     raw = await request.read()
     provider = request.match_info["provider"]
-    if not signing.verify(rt.settings.provider_secret, raw, request.headers.get(signing.HEADER), time.time()):
-        log.warning("provider_event.bad_signature", provider=provider[:32])
+    secret = rt.provider_secrets.get(provider) if PROVIDER_ID.match(provider) else None
+    if secret is None or not signing.verify(secret, raw, request.headers.get(signing.HEADER), time.time()):
+        log.warning("provider_event.bad_signature", provider=provider[:32], known=secret is not None)
         raise ApiError(Code.BAD_SIGNATURE)
-    if not PROVIDER_ID.match(provider):
-        raise invalid("the provider id must be a short lowercase name")
     event_id, event_type, reference, code, detail_code = event_fields(raw)
     structlog.contextvars.bind_contextvars(provider=provider, event_id=event_id, event_type=event_type)
     parsed = parse_reference(reference)
@@ -81,6 +84,9 @@ async def provider_event(request: web.Request) -> web.Response:
     async def report(record: Verification) -> Event:
         now = rt.clock.now_ms()
         if "report" not in MACHINES[record.channel].triggers:  # e.g. a late PASS report after a fallback
+            return Tick(now)
+        if (record.provider or SIMULATOR) != provider:  # not a request this provider was sent
+            log.info("provider_event.ignored", reason="another provider's verification")
             return Tick(now)
         return ProviderReport(now, event_type, code, detail_code, generation)
 

@@ -70,9 +70,12 @@ async def get_verification(request: web.Request) -> web.Response:
 async def confirm(request: web.Request) -> web.Response:
     rt = runtime(request)
     body = await json_body(request)
+    builders: dict[Channel, EventBuilder] = {}  # one per request: it asks its upstreams once
 
     async def event(record: Verification) -> Event:
-        return await CHANNELS[record.channel].confirm(rt, body)(record)
+        if record.channel not in builders:
+            builders[record.channel] = CHANNELS[record.channel].confirm(rt, body)
+        return await builders[record.channel](record)
 
     return render(rt, await transition(request, event, Code.NOT_CONFIRMABLE))
 
@@ -80,9 +83,12 @@ async def confirm(request: web.Request) -> web.Response:
 @routes.post("/v1/verifications/{id}/resend")
 async def resend(request: web.Request) -> web.Response:
     rt = runtime(request)
+    builders: dict[Channel, EventBuilder] = {}
 
     async def event(record: Verification) -> Event:
-        return await CHANNELS[record.channel].resend(rt)(record)
+        if record.channel not in builders:
+            builders[record.channel] = CHANNELS[record.channel].resend(rt)
+        return await builders[record.channel](record)
 
     return render(rt, await transition(request, event, Code.UNKNOWN_FOR_RESEND))
 

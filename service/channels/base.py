@@ -59,8 +59,14 @@ class SubscriberChannel:
             status=Status.PENDING, version=0, definition="", created_at=now, tx_id=start.tx_id,
             callback_url=start.callback_url, service_name=start.service_name,
             subject=rt.secrets.seal_subject(start.subject, verification_id),
+            provider=self.provider_id(rt),
         )
         return record, await self.start_event(rt, record, start.subject, now)
 
     async def start_event(self, rt: Runtime, record: Verification, subject: Subscriber, now_ms: int) -> Event:
         raise NotImplementedError
+
+    def provider_id(self, rt: Runtime) -> str | None:
+        """The provider whose events may act on this channel's new verifications (None: none)."""
+        return {Channel.ARS: rt.providers.calls_id, Channel.PASS: rt.providers.pushes_id,
+                Channel.SMS: rt.providers.code_upstream_id}.get(self.channel)

@@ -24,6 +24,7 @@ from aiohttp.resolver import DefaultResolver
 from machines.vocabulary import Status
 from service import signing
 from service.crypto import Secrets
+from service.errors import PermanentFailureError
 from service.settings import Settings
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -78,10 +79,6 @@ def callback_session(*, allow_private: bool) -> aiohttp.ClientSession:
     """The HTTP client for callbacks: public addresses only, unless private networks are allowed."""
     connector: Any = aiohttp.TCPConnector(resolver=PublicOnlyResolver()) if not allow_private else None
     return aiohttp.ClientSession(connector=connector)
-
-
-class PermanentFailureError(RuntimeError):
-    """An effect that can never succeed (a refused callback address): dropped, not retried."""
 
 
 class Callbacks:

@@ -31,8 +31,9 @@ import structlog
 
 from service.backoff import Outage
 from service.effects import entries
-from service.effects.callbacks import Callbacks, PermanentFailureError
+from service.effects.callbacks import Callbacks
 from service.effects.handlers import ProviderEffects
+from service.errors import PermanentFailureError
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store.outbox import Entry, OutboxStreams

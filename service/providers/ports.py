@@ -5,9 +5,12 @@ is an answer, not an error."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from machines.events import Refusal
+
+if TYPE_CHECKING:
+    from service.providers.code_upstream import CodeUpstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +53,14 @@ class PushGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Providers:
-    """The upstream serving each need of the service."""
+    """The upstream serving each need of the service, and the id of each (`ids`: role -> provider
+    id, the roles of `service.providers.config.ROLES`)."""
 
     carriers: CarrierChecks
     sms: SmsGateway
     calls: CallCentre
     pushes: PushGateway
+    code_upstream: CodeUpstream | None = None  # set: the upstream draws and checks SMS codes
+    calls_id: str = "simulator"
+    pushes_id: str = "simulator"
+    code_upstream_id: str | None = None

@@ -14,18 +14,24 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.catalog import Catalog
-from service.settings import DEV_PROVIDER_SECRET
 from service.simulator.carriers import Carriers
 from service.simulator.phone import PhoneApps
 
 
 class Simulator:
-    def __init__(self, catalog: Catalog, provider_secret: str = DEV_PROVIDER_SECRET) -> None:
-        self.carriers = Carriers(catalog)
-        self.phone_apps = PhoneApps(catalog, provider_secret)
+    """`provider_secret` signs what the service sends it and the events it reports; `webhook`
+    is where it reports them (the service's `/v1/providers/simulator/events`)."""
+
+    def __init__(self, catalog: Catalog, provider_secret: str, webhook: str) -> None:
+        self.carriers = Carriers(catalog, provider_secret)
+        self.phone_apps = PhoneApps(catalog, provider_secret, webhook)
 
     def app(self) -> web.Application:
         app = web.Application()
+        app[SIMULATOR] = self
         self.carriers.add_routes(app)
         self.phone_apps.add_routes(app)
         return app
+
+
+SIMULATOR = web.AppKey("simulator", Simulator)

@@ -15,6 +15,7 @@ from aiohttp import web
 from machines.vocabulary import Code
 from service.catalog import Catalog
 from service.jsonio import json_response
+from service.simulator.auth import signed
 from service.simulator.bounded import RecentMap, RecentSet
 from service.simulator.magic import digits, magic_outcome
 
@@ -34,34 +35,32 @@ CODE_IN_TEXT = re.compile(r"\[([0-9]{4,10})\]")
 class Carriers:
     """The carriers' subscriber and add-on checks, and the SMS gateway with the phones' inboxes."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, secret: str) -> None:
         self.catalog = catalog
+        self.secret = secret
         self.inbox: RecentMap[str, deque[dict[str, Any]]] = RecentMap(lambda: deque(maxlen=INBOX_LIMIT))
         self.delivered: RecentSet[str] = RecentSet()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/sms", self.read_inbox)
-        app.router.add_post("/provider/subscriber", self.check_subscriber)
-        app.router.add_post("/provider/addons", self.check_addons)
-        app.router.add_post("/provider/sms", self.deliver_sms)
+        app.router.add_post("/provider/subscriber", signed(self.secret, self.check_subscriber))
+        app.router.add_post("/provider/addons", signed(self.secret, self.check_addons))
+        app.router.add_post("/provider/sms", signed(self.secret, self.deliver_sms))
 
     @staticmethod
     def _answer(outcome: tuple[str, str | None] | None) -> web.Response:
         code, detail = outcome or (None, None)
         return json_response({"code": code, "detail_code": detail})
 
-    async def check_subscriber(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def check_subscriber(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         allowed = SUBSCRIBER_REFUSALS.get(str(body.get("channel")), frozenset())
         return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
 
-    async def check_addons(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def check_addons(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         allowed = ADDON_REFUSALS
         return self._answer(magic_outcome(str(body.get("phone", "")), allowed, self.catalog))
 
-    async def deliver_sms(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def deliver_sms(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         reference = str(body["reference"])
         if self.delivered.add(reference):  # the gateway is idempotent on the reference
             text = str(body["text"])

@@ -1,6 +1,9 @@
 """The simulator's ARS call centre and PASS app: calls that ring, pushes that wait, and the user's
 keypad and approve/deny buttons; every outcome is reported to the service's webhook, signed with
-the provider secret, over real HTTP (also when both run in one process).
+the provider secret, over real HTTP (also when both run in one process). The webhook URL is the
+one the simulator was configured with at its start, never one named in a request, and only
+requests the service sent (signed: `auth`) ring or wait here: an outcome is only ever reported
+about a reference the service sent.
 
 Magic numbers (contract section 5) pick the outcome where the real one would happen: a call
 outcome (4604, 4610-4642, 4699) is reported as soon as the call is placed, 4698 (the carrier's
@@ -15,6 +18,7 @@ import hmac
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -27,6 +31,7 @@ from machines.vocabulary import Code
 from service import signing
 from service.catalog import Catalog
 from service.jsonio import json_response
+from service.simulator.auth import signed
 from service.simulator.bounded import RecentMap, RecentSet
 from service.simulator.magic import digits, magic_outcome
 
@@ -43,7 +48,6 @@ WEBHOOK_TIMEOUT_S = 10
 class Call:
     reference: str
     display_code: str
-    webhook: str
     state: str = "ringing"
     outcome: str | None = None
 
@@ -51,7 +55,6 @@ class Call:
 @dataclass
 class Push:
     reference: str
-    webhook: str
     expires_at: float
     state: str = "waiting"
 
@@ -64,17 +67,18 @@ class Push:
 class PhoneApps:
     """The ARS call centre and the PASS app of the simulator."""
 
-    def __init__(self, catalog: Catalog, provider_secret: str) -> None:
+    def __init__(self, catalog: Catalog, provider_secret: str, webhook: str) -> None:
         self.catalog = catalog
         self.secret = provider_secret
+        self.webhook = webhook  # the service's provider-event URL, told at start
         self.calls: RecentMap[str, list[Call]] = RecentMap(list)
         self.pushes: RecentMap[str, list[Push]] = RecentMap(list)
         self.references: RecentSet[str] = RecentSet()
         self.session: aiohttp.ClientSession | None = None
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/provider/ars/call", self.place_call)
-        app.router.add_post("/provider/pass/push", self.send_push)
+        app.router.add_post("/provider/ars/call", signed(self.secret, self.place_call))
+        app.router.add_post("/provider/pass/push", signed(self.secret, self.send_push))
         app.router.add_get("/ars/{phone}", self.read_calls)
         app.router.add_post("/ars/{phone}/keypad", self.keypad)
         app.router.add_get("/pass/{phone}", self.read_pushes)
@@ -89,8 +93,7 @@ class PhoneApps:
     def _magic(self, phone: str, allowed: frozenset[str]) -> tuple[str, str | None] | None:
         return magic_outcome(phone, allowed, self.catalog)
 
-    async def report(self, webhook: str, event_type: str, reference: str, code: str,
-                     detail_code: str | None) -> int:
+    async def report(self, event_type: str, reference: str, code: str, detail_code: str | None) -> int:
         """POST a signed provider event to the service; returns the HTTP status (0: unreachable)."""
         body = orjson.dumps({"event_id": uuid.uuid4().hex, "type": event_type, "reference": reference,
                              "code": code, "detail_code": detail_code})
@@ -99,7 +102,7 @@ class PhoneApps:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         try:
-            async with self.session.post(webhook, data=body, headers=headers,
+            async with self.session.post(self.webhook, data=body, headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S)) as resp:
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -111,36 +114,34 @@ class PhoneApps:
 
     # ---- the provider side: what the service asks for ----
 
-    async def place_call(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def place_call(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
         if not self.references.add(reference):  # idempotent on the reference: one call per reference
             return json_response({"code": None, "reference": reference})
         for older in self.calls.setdefault(phone):
             if older.state == "ringing":
                 older.state = "ended"
-        call = Call(reference, str(body["display_code"]), str(body["webhook"]))
+        call = Call(reference, str(body["display_code"]))
         self.calls.setdefault(phone).append(call)
         magic = self._magic(phone, OUTCOMES_AT_CALL)
         if magic is not None:
             call.state, call.outcome = "ended", magic[0]
-            await self.report(call.webhook, CALL_RESULT, reference, *magic)
+            await self.report(CALL_RESULT, reference, *magic)
         return json_response({"code": None, "reference": reference})
 
-    async def send_push(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def send_push(self, _: web.Request, body: dict[str, Any]) -> web.Response:
         reference, phone = str(body["reference"]), digits(str(body["phone"]))
         if not self.references.add(reference):
             return json_response({"code": None, "reference": reference})
         for older in self.pushes.setdefault(phone):
             if older.current_state() == "waiting":
                 older.state = "expired"
-        push = Push(reference, str(body["webhook"]), time.monotonic() + int(body.get("timeout_s") or 180))
+        push = Push(reference, time.monotonic() + int(body.get("timeout_s") or 180))
         self.pushes.setdefault(phone).append(push)
         magic = self._magic(phone, OUTCOMES_AT_PUSH)
         if magic is not None:
             push.state = "denied" if magic[0] == Code.APP_DENIED else "expired"
-            await self.report(push.webhook, PUSH_RESULT, reference, *magic)
+            await self.report(PUSH_RESULT, reference, *magic)
         return json_response({"code": None, "reference": reference})
 
     # ---- the user's side ----
@@ -167,7 +168,7 @@ class PhoneApps:
         else:
             outcome = self._magic(phone, OUTCOMES_AT_KEYPAD) or (Code.SUCCESS.value, None)
         call.state, call.outcome = "ended", outcome[0]
-        status = await self.report(call.webhook, CALL_RESULT, call.reference, *outcome)
+        status = await self.report(CALL_RESULT, call.reference, *outcome)
         return json_response({"outcome": outcome[0], "webhook_status": status})
 
     async def read_pushes(self, request: web.Request) -> web.Response:
@@ -182,7 +183,7 @@ class PhoneApps:
             return _no_call("no PASS push is waiting for this phone yet")
         push = waiting[-1]
         push.state = state
-        status = await self.report(push.webhook, PUSH_RESULT, push.reference, *outcome)
+        status = await self.report(PUSH_RESULT, push.reference, *outcome)
         return json_response({"state": state, "webhook_status": status})
 
     async def approve(self, request: web.Request) -> web.Response:

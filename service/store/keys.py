@@ -11,6 +11,8 @@ import re
 import secrets
 import zlib
 
+from machines.vocabulary import TimerKind
+
 ID_PATTERN = re.compile(r"^[0-9a-f]{28}$")
 SERVICE_KEY = "vf:{secret}:service-key"
 
@@ -79,9 +81,10 @@ def timer_member(verification_id: str, kind: str, due_ms: int) -> str:
     return f"{verification_id}|{kind}|{due_ms}"
 
 
-def parse_timer_member(member: str) -> tuple[str, str, int]:
+def parse_timer_member(member: str) -> tuple[str, TimerKind, int]:
+    """The verification, kind and deadline a timer names; ValueError for a malformed one."""
     verification_id, kind, due = member.split("|")
-    return verification_id, kind, int(due)
+    return verification_id, TimerKind(kind), int(due)
 
 
 # ---- mOTP users: one hash per (client, user id), in the slot of the user's verifications ----
