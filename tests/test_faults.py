@@ -322,6 +322,7 @@ class TestStoreOutage:
             assert process.popen.wait(20) == 1
             output = process.output()
             assert "waiting for the store" in output
+            assert "the store is unreachable" in output
             assert "did not answer within 1 s" in output
             assert "Traceback" not in output
             assert "listening on" not in output

@@ -72,8 +72,8 @@ async def wait_for_store(url: str, options: StoreOptions, timeout_s: float, *, i
                 await ping(client)
             except Exception as exc:  # noqa: BLE001 - any failure to answer is waited out
                 if time.monotonic() >= deadline:
-                    _say(f"the store at {redact(url)} did not answer within {timeout_s:g} s "
-                         f"({describe(exc)}); giving up")
+                    _say(f"the store is unreachable: {redact(url)} did not answer within {timeout_s:g} s "
+                         f"({describe(exc)})")
                     return False
                 if not waiting:
                     waiting = True
