@@ -246,11 +246,12 @@ class TestStoreOutage:
             assert (status, body["error"]["code"]) == (503, "9999")
             assert "Retry-After" in headers
             assert took < 5, f"a frozen store was answered after {took:.1f}s"
+            frozen_s = took
 
             # 3. A stopped store: every answer 503 9999 with Retry-After, promptly; readyz agrees.
             own_redis.stop()
             log_mark = len(log_lines(api))
-            await _ask_during_outage(session, base, ids, answers, seconds=3)
+            slowest = await _ask_during_outage(session, base, ids, answers, seconds=3)
             await asyncio.sleep(1)  # the loops back off meanwhile
             outage_lines = log_lines(api)[log_mark:]
             own_redis.start()
@@ -267,6 +268,8 @@ class TestStoreOutage:
             0, sum('"store.available"' in line for line in log_lines(worker)) >= 2), 10)
         assert 500 not in answers
         _check_outage_logs(api, worker, outage_lines, failed=answers[503])
+        print(f"\nfrozen store answered 503 after {frozen_s:.2f}s; stopped store: "  # noqa: T201
+              f"{answers[503]} answers 503, slowest {slowest:.2f}s; api log {len(outage_lines)} lines")
 
     async def test_a_store_loading_its_data_is_503_until_loaded(
             self, processes, subprocess_env, gateway, tmp_path):
@@ -351,9 +354,11 @@ class TestStoreOutage:
 
 
 async def _ask_during_outage(session: aiohttp.ClientSession, base: str, ids: list[str],
-                             answers: Counter[int], seconds: float) -> None:
-    """Starts, reads and confirms for `seconds`: each a prompt 503 9999 with Retry-After."""
+                             answers: Counter[int], seconds: float) -> float:
+    """Starts, reads and confirms for `seconds`: each a prompt 503 9999 with Retry-After.
+    Returns how long the slowest answer took."""
     started = time.monotonic()
+    slowest = 0.0
     while time.monotonic() - started < seconds:
         for method, path, body in (
                 ("POST", "/v1/verifications", start_body("01055009999")),
@@ -363,11 +368,13 @@ async def _ask_during_outage(session: aiohttp.ClientSession, base: str, ids: lis
             headers = {"Idempotency-Key": "outage-1"} if method == "POST" else None
             status, answer, sent, took = await timed(session, method, base + path, body, headers)
             answers[status] += 1
+            slowest = max(slowest, took)
             assert (status, answer["error"]["code"]) == (503, "9999"), answer
             assert sent.get("Retry-After") == "1"
             assert took < 5
         async with session.get(base + "/readyz") as resp:
             assert resp.status == 503
+    return slowest
 
 
 def _check_outage_logs(api: Process, worker: Process, outage_lines: list[str], failed: int) -> None:
