@@ -18,11 +18,12 @@ from service.api.app import build_app
 from service.api.context import RUNTIME
 from service.catalog import Catalog
 from service.providers.wiring import simulator_webhook
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime, build_runtime, store_options
 from service.safety import refuse_unsafe
 from service.serving import StartupError, run_until_stopped
 from service.settings import ConfigError, Settings
 from service.simulator.app import Simulator
+from service.store.health import wait_for_store
 
 log = structlog.get_logger("veriflow")
 
@@ -58,6 +59,8 @@ def workers_ctx(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if dispatcher:
+            await rt.dispatcher.retire()
         await rt.close()
 
     return run_workers
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     if problem is not None:
         print(f"veriflow: refusing to start: {problem}", file=sys.stderr, flush=True)  # noqa: T201
         raise SystemExit(2)
+    if settings.redis_url is not None and not asyncio.run(
+            wait_for_store(settings.redis_url, store_options(settings), settings.store.connect_timeout_s)):
+        raise SystemExit(1)
     try:
         if args.command == "worker":
             asyncio.run(run_worker(settings))
@@ -162,8 +168,8 @@ async def run_worker(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await rt.dispatcher.ensure_groups()
     try:
         await asyncio.gather(rt.dispatcher.run(stop), rt.timers.run(stop))
+        await rt.dispatcher.retire()
     finally:
         await rt.close()

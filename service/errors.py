@@ -10,7 +10,9 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
     │                               the request changed nothing
     ├── UnavailableError            503 9999 "try again in a moment"; the request changed nothing
     │   ├── BusyError               too many concurrent writers on one verification
-    │   └── ProviderError           an upstream could not be reached or answered nonsense
+    │   ├── ProviderError           an upstream could not be reached or answered nonsense
+    │   └── StoreUnavailableError   the store is unreachable, loading or failing over
+    │                               (service.store.health maps the client's errors to it)
     └── PermanentFailureError       an outbox effect that can never succeed: dropped, not retried
 """
 
@@ -79,6 +81,10 @@ class BusyError(UnavailableError):
 
 class ProviderError(UnavailableError):
     """The upstream did not answer usefully; the request can be retried later."""
+
+
+class StoreUnavailableError(UnavailableError):
+    """The store did not answer (down, loading its data, or a cluster slot failing over)."""
 
 
 class PermanentFailureError(VeriflowError):

@@ -20,7 +20,7 @@ from service.metrics import Metrics
 from service.providers.ports import Providers
 from service.providers.wiring import build_providers, webhook_secrets
 from service.settings import ConfigError, Settings
-from service.store.client import StoreInfo, connect
+from service.store.client import StoreInfo, StoreOptions, connect
 from service.store.keys import Keys
 from service.store.limits import Limiter, keyed_digest_for
 from service.store.outbox import OutboxStreams
@@ -67,6 +67,12 @@ async def service_key(store: Store, configured: str | None, *, embedded: bool) -
     return await store.development_key()
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    """The store client's timeouts: a blocking outbox read must fit within one command's wait."""
+    timeout_s = max(settings.store.socket_timeout_s, settings.outbox_block_ms / 1000 + 1)
+    return StoreOptions(socket_timeout_s=timeout_s, connect_timeout_s=min(timeout_s, 1.0))
+
+
 async def build_runtime(
     settings: Settings,
     *,
@@ -77,7 +83,7 @@ async def build_runtime(
     simulator_mounted: bool = True,
 ) -> Runtime:
     if client is None:
-        client, store_info = connect(settings.redis_url)
+        client, store_info = connect(settings.redis_url, store_options(settings))
     assert store_info is not None  # noqa: S101 - given together with the client
     clock = clock or SystemClock()
     keys = Keys(settings.shards)

@@ -70,6 +70,18 @@ class PassSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    connect_timeout_s: float  # how long start-up waits for the store
+    socket_timeout_s: float  # how long one command waits for an answer
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencySettings:
+    ttl_s: int  # how long an answer is replayed for its Idempotency-Key
+    lease_s: int  # how long a request in progress holds its key unless it renews it
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     raw: Mapping[str, Any]
     redis_url: str | None
@@ -104,8 +116,11 @@ class Settings:
     webhook_url: str | None
     event_dedup_ttl_s: int
     providers: ProviderSettings  # which provider serves which need, and their secrets
-    # client id -> the second error dialect its envelopes speak (`clients: {id: {error_dialect}}`)
     limits: LimitSettings  # the abuse limits of contract section 9
+    store: StoreSettings  # how long to wait for the store, at start-up and on each call
+    idempotency: IdempotencySettings
+    outbox_consumer_idle_s: int
+    # client id -> the second error dialect its envelopes speak (`clients: {id: {error_dialect}}`)
     error_dialects: Mapping[str, str] = field(default_factory=dict)
 
     def policy(self, channel: Channel) -> Policy:
@@ -295,6 +310,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         providers=_providers(raw, env),
         error_dialects=_error_dialects(raw),
         limits=_limits(raw),
+        store=StoreSettings(
+            connect_timeout_s=_number(raw, "store.connect_timeout_s"),
+            socket_timeout_s=_number(raw, "store.socket_timeout_s"),
+        ),
+        idempotency=IdempotencySettings(
+            ttl_s=_int(raw, "idempotency.ttl_s"),
+            lease_s=_int(raw, "idempotency.lease_s"),
+        ),
+        outbox_consumer_idle_s=_int(raw, "outbox.consumer_idle_s"),
     )
 
 

@@ -16,9 +16,11 @@ import structlog
 
 from machines.events import TimerFired
 from machines.record import Verification
+from service.backoff import Outage
 from service.clock import Clock
 from service.errors import UnknownVerificationError
 from service.metrics import Metrics
+from service.store.health import is_store_fault
 from service.store.keys import parse_timer_member
 from service.transactor import Transactor
 
@@ -33,18 +35,19 @@ class TimerWorker:
         self.clock = clock
         self.metrics = metrics
         self.fired = 0
+        self.outage = Outage("timers")
 
     async def run(self, stop: asyncio.Event) -> None:
         poll_s = self.settings.timer_poll_ms / 1000
         while not stop.is_set():
             try:
                 fired = await self.run_once()
-            except Exception:
-                log.exception("timers.loop_error")
-                fired = 0
+            except Exception as exc:  # noqa: BLE001 - logged by the back-off, retried after it
+                await _wait(stop, self.outage.failed(exc))
+                continue
+            self.outage.recovered()
             if fired == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_s)
+                await _wait(stop, poll_s)
 
     async def run_once(self) -> int:
         """Claim and fire what is due on every shard; returns how many timers fired."""
@@ -71,7 +74,9 @@ class TimerWorker:
                 lags.append(max(now - due_ms, 0) / 1000)
                 requests.append((verification_id, self._expire(), member))
             decisions = await self.transactor.apply_batch(requests)
-        except Exception:
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise  # the store is away: the loop backs off, the claimed timers come due again
             log.exception("timers.batch_failed")
             await asyncio.gather(*(self.fire(shard, member) for member in members))
             return
@@ -110,7 +115,15 @@ class TimerWorker:
             if decision is None or not decision.changed:
                 await self.store.drop_timer(shard, member)  # nothing left to do for this timer
             self.fired += 1
-        except Exception:
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise
             log.exception("timers.fire_failed", timer_kind=kind)  # retried after the lease
         finally:
             structlog.contextvars.unbind_contextvars("verification_id")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when the worker is told to stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

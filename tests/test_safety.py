@@ -71,8 +71,10 @@ class TestRefusals:
         assert done.stderr.strip().splitlines() == [done.stderr.strip()]
         assert "VERIFLOW_PORTONE_IMP_KEY" in done.stderr
 
-    def test_an_unreachable_store_is_one_clear_line(self, subprocess_env):
-        env = {**subprocess_env, **SAFE, "VERIFLOW_REDIS_URL": UNUSED_REDIS}
+    def test_an_unreachable_store_is_one_clear_line(self, subprocess_env, tmp_path):
+        config = tmp_path / "wait.yaml"
+        config.write_text("store: {connect_timeout_s: 1}\n", encoding="utf-8")  # waited for 1 s, not 30
+        env = {**subprocess_env, **SAFE, "VERIFLOW_REDIS_URL": UNUSED_REDIS, "VERIFLOW_CONFIG": str(config)}
         done = run(["api", "--port", str(free_port())], env)
         assert done.returncode != 0
         assert "Traceback" not in done.stderr

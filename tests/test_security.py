@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from service.api import idempotency as held_keys
 from service.api.app import build_app
 from service.clock import ManualClock
 from service.effects.callback_address import is_public
@@ -294,9 +295,9 @@ class TestIdempotencyRecord:
         async with api.session.post(api.base + "/v1/verifications", data=raw, headers=headers) as resp:
             assert resp.status == 201
         redis = api.rt.store.redis
-        stored = [orjson.loads(await redis.get(key)) async for key in redis.scan_iter("vf:{idem:*")]
+        stored = [held_keys.decode(await redis.get(key)) async for key in redis.scan_iter("vf:{idem:*")]
         assert len(stored) == 1
-        fingerprint = stored[0]["fingerprint"]
+        fingerprint = stored[0].fingerprint
 
         def unkeyed(phone: str) -> str:
             guess = orjson.dumps({**body, "subject": {**body["subject"], "phone": phone}})

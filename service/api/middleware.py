@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
 import structlog
 from aiohttp import web
 
 from machines.vocabulary import Code
+from service.api import idempotency as held_keys
 from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
 from service.api.envelope import render_for
-from service.errors import ApiError, VeriflowError, as_api_error
+from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error
+from service.store.health import RETRY_AFTER_S, STORE_FAULTS, describe, store_fault
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("veriflow.api")
 
 PUBLIC_V1 = ("/v1/catalog", "/v1/providers/")
-IDEMPOTENCY_TTL_S = 86_400
 # A redeemed result carries the person's data, which must not outlive the verification for
 # long: its replay is kept (sealed) just long enough for a client's retry.
 PERSONAL_DATA_REPLAY_TTL_S = 60
 PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
-# While the first request runs, the key is held only briefly: a process that dies mid-request
-# must not block the client's retry for a day.
-IN_PROGRESS_TTL_S = 60
+# While the first request runs, its key is held for a short lease renewed while it works
+# (`idempotency.lease_s`): a process that dies mid-request releases it within the lease.
+# Answers are kept `idempotency.ttl_s`.
 TOO_MANY = 429
 
 
@@ -36,18 +37,25 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(method=request.method, path=request.path)
     try:
-        return await handler(request)
+        response = await handler(request)
     except VeriflowError as exc:
-        return render_for(request, as_api_error(exc))
+        response = render_for(request, as_api_error(exc))
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
             raise
         # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
         code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
         return render_for(request, ApiError(code, http_status=exc.status, description=exc.reason))
-    except Exception:
-        log.exception("api.unhandled")
-        return render_for(request, ApiError(Code.INTERNAL_ERROR))
+    except Exception as exc:
+        fault = store_fault(exc)  # a store fault is 503 9999 and one short line, never a traceback
+        if fault is None:
+            log.exception("api.unhandled")
+            return render_for(request, ApiError(Code.INTERNAL_ERROR))
+        log.warning("api.store_unavailable", error=describe(exc))
+        response = render_for(request, as_api_error(fault))
+    if response.status == UNAVAILABLE_STATUS and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 @web.middleware
@@ -86,30 +94,35 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)
     fingerprint = rt.secrets.request_fingerprint(request.path, await request.read())
-    pending = orjson.dumps({"fingerprint": fingerprint})
-    held = await store.hold_idempotency_key(slot, pending, IN_PROGRESS_TTL_S)
-    if held is not None:
-        stored = orjson.loads(held)
-        if not hmac.compare_digest(stored["fingerprint"], fingerprint):
+    pending = held_keys.pending(fingerprint)
+    found = await store.hold_idempotency_key(slot, pending, rt.settings.idempotency.lease_s)
+    if found is not None:
+        stored = held_keys.decode(found)
+        if not hmac.compare_digest(stored.fingerprint, fingerprint):
             raise ApiError(Code.IDEMPOTENCY_MISMATCH)
-        if "status" not in stored:
+        if stored.status is None:
             raise ApiError(Code.IDEMPOTENCY_IN_PROGRESS)
-        return web.Response(body=rt.secrets.unseal(stored["sealed"], slot), status=stored["status"],
+        return web.Response(body=held_keys.answer_body(stored, rt.secrets, slot), status=stored.status,
                             content_type="application/json")
+    lease = held_keys.Lease(store, slot, pending, rt.settings.idempotency.lease_s)
     try:
         response = await _rendered(request, handler)
     except BaseException:
-        await store.drop_idempotency_key(slot)  # nothing was answered: the key may be used again
+        await lease.release()
+        with contextlib.suppress(*STORE_FAULTS):  # else the lease runs out
+            await store.drop_idempotency_key(slot)  # nothing was answered: the key may be used again
         raise
+    await lease.release()
     if response.status >= 500 or response.status == TOO_MANY or not isinstance(response, web.Response):  # noqa: PLR2004
         # A 429 (an abuse limit's 3006 above all) is not kept: the same key may be retried later.
         await store.drop_idempotency_key(slot)
         return response
     body = response.body if isinstance(response.body, bytes) else b""
     # Sealed: answers carry personal data (results) and secrets (an mOTP enrolment's URI).
-    record = {"fingerprint": fingerprint, "status": response.status, "sealed": rt.secrets.seal(body, slot)}
-    keep_s = PERSONAL_DATA_REPLAY_TTL_S if request.path in PERSONAL_DATA_ROUTES else IDEMPOTENCY_TTL_S
-    await store.keep_idempotent_answer(slot, orjson.dumps(record), keep_s)
+    record = held_keys.answer(fingerprint, response.status, body, rt.secrets, slot)
+    keep_s = (PERSONAL_DATA_REPLAY_TTL_S if request.path in PERSONAL_DATA_ROUTES
+              else rt.settings.idempotency.ttl_s)
+    await store.keep_idempotent_answer(slot, record, keep_s)
     return response
 
 

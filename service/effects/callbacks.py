@@ -76,8 +76,9 @@ class Callbacks:
         view = payload["view"]
         if view["status"] == Status.VERIFIED and payload.get("verified_at"):
             view["key_token"] = self.secrets.key_token(view["id"], int(payload["verified_at"]))
+        event_id = f"{view['id']}.{payload['version']}"
         body = orjson.dumps({
-            "event_id": f"{view['id']}.{payload['version']}",
+            "event_id": event_id,
             "type": "verification.updated",
             "verification": view,
         })
@@ -88,6 +89,8 @@ class Callbacks:
         headers = {
             "Content-Type": "application/json",
             signing.HEADER: signing.sign(secret, body, int(time.time())),
+            # the same for every delivery of this event: a receiver can de-duplicate on it
+            "Idempotency-Key": event_id,
         }
         timeout = aiohttp.ClientTimeout(total=self.settings.callback_timeout_s)
         # Never follow a redirect: it could lead anywhere, the service's own network included.

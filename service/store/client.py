@@ -11,6 +11,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, RedisError, TimeoutError  # noqa: A004 - redis' own
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -26,17 +29,47 @@ class StoreInfo:
     durable: bool
 
 
-def connect(url: str | None) -> tuple[Any, StoreInfo]:
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """How long a command may wait for the store, and how it retries a broken connection.
+
+    A frozen store is answered within about socket_timeout_s, a stopped one at once. One retry on a
+    connection error is what a pooled connection the server closed (a restart) needs: the
+    command is sent again on a new connection, instead of failing the request."""
+
+    socket_timeout_s: float = 2.0
+    connect_timeout_s: float = 1.0
+    retries: int = 1
+    # cluster: a few more, so that a MOVED slot or a refreshed topology is followed
+    cluster_retries: int = 3
+
+    def retry(self, retries: int, *, on_timeout: bool = False) -> Retry:
+        """Retries on a broken connection; on a timeout only when asked (a cluster, whose client
+        then refreshes its view of the slots): a frozen server is not asked twice."""
+        errors: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError) if on_timeout else (ConnectionError,)
+        return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries, supported_errors=errors)
+
+
+def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, StoreInfo]:
     """A client for `url`, or the embedded store when there is none."""
+    options = options or StoreOptions()
+    common: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout_s,
+        "socket_connect_timeout": options.connect_timeout_s,
+        "socket_keepalive": True,
+    }
     if url is None:
         import fakeredis  # noqa: PLC0415 - only the embedded store needs it
 
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client, StoreInfo("embedded in-memory store (no Redis configured)", durable=False)
     if url.startswith("redis+cluster://"):
-        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
+                                        retry=options.retry(options.cluster_retries, on_timeout=True),
+                                        **common)
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
-    single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS)
+    single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS,
+                                     retry=options.retry(options.retries), **common)
     return single, StoreInfo(f"Redis at {redact(url)}", durable=True)
 
 

@@ -18,6 +18,29 @@ from service.store.store import as_text
 
 GROUP = "dispatch"
 
+# The owner of pending entries it is still performing resets their idle time (JUSTID: without
+# counting a delivery), so that no other consumer claims them while it works. Only entries it
+# still owns: one another consumer has taken over stays with that consumer.
+EXTEND = """
+local n = 0
+for i = 3, #ARGV do
+  local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #mine > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# A consumer is deleted only with nothing pending: XGROUP DELCONSUMER drops its pending entries,
+# which no other consumer could then claim. ARGV: group, consumer.
+RETIRE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -37,6 +60,8 @@ class OutboxStreams:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.redis = client
         self.streams = keys.all_outboxes()
+        self._extend = client.register_script(EXTEND)
+        self._retire = client.register_script(RETIRE)
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
@@ -78,6 +103,22 @@ class OutboxStreams:
         pipe.xack(stream, GROUP, entry_id)
         pipe.xdel(stream, entry_id)
         await pipe.execute()
+
+    async def extend(self, stream: str, consumer: str, entry_ids: list[str]) -> int:
+        """Reset the idle time of the entries `consumer` still owns: it is performing them."""
+        if not entry_ids:
+            return 0
+        return int(await self._extend(keys=[stream], args=[GROUP, consumer, *entry_ids]))
+
+    async def retire(self, stream: str, consumer: str) -> bool:
+        """Delete `consumer` from the stream's group unless it has entries pending."""
+        return bool(await self._retire(keys=[stream], args=[GROUP, consumer]))
+
+    async def idle_consumers(self, stream: str, idle_ms: int) -> list[str]:
+        """The consumers idle at least `idle_ms` with nothing pending: dead dispatchers'."""
+        found = await self.redis.xinfo_consumers(stream, GROUP)
+        return [as_text(c["name"]) for c in found
+                if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms]
 
     async def pending_count(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

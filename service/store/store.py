@@ -21,6 +21,12 @@ from machines.record import Verification, from_fields
 from service.store import scripts
 from service.store.keys import SERVICE_KEY, Keys, motp_user_key, motp_user_shard
 
+# Extends a key's expiry only while it still holds the given value (a request's lease).
+RENEW_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 
 class CommitStatus(enum.Enum):
     OK = "ok"
@@ -106,6 +112,7 @@ class Store:
         self._commit = client.register_script(scripts.COMMIT)
         self._claim = client.register_script(scripts.CLAIM_TIMERS)
         self._release = client.register_script(scripts.RELEASE_CLAIM)
+        self._renew_held = client.register_script(RENEW_HELD)
 
     async def load(self, verification_id: str) -> Verification | None:
         raw = await self.redis.hgetall(self.keys.record(verification_id))
@@ -202,6 +209,10 @@ class Store:
             return None
         held = await self.redis.get(key)
         return pending if held is None else bytes(held)
+
+    async def renew_idempotency_key(self, key: str, pending: bytes, ttl_ms: int) -> bool:
+        """Extend the hold of a request still in progress; False once the key holds anything else."""
+        return bool(await self._renew_held(keys=[key], args=[pending, ttl_ms]))
 
     async def keep_idempotent_answer(self, key: str, answer: bytes, ttl_s: int) -> None:
         await self.redis.set(key, answer, ex=ttl_s)
