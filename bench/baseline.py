@@ -40,23 +40,35 @@ def now_ms() -> int:
 
 def commit_args(version: int, ttl_ms: int, fields: dict[str, str], deleted: tuple[str, ...] = (),
                 zadd: tuple[tuple[int, str], ...] = (), zrem: tuple[str, ...] = (),
-                outbox: tuple[bytes, ...] = ()) -> list[Any]:
-    """COMMIT's arguments in its counted-group layout (see service/scripts.py)."""
+                outbox: tuple[bytes, ...] = (), audit: tuple[str, ...] = (),
+                counts: tuple[tuple[str, int, int], ...] = ()) -> list[Any]:
+    """COMMIT's arguments in its counted-group layout (see service/scripts.py), for `keys_of`'s keys
+    (the audit list the 4th, then one live-counter key per entry of `counts`)."""
     args: list[Any] = [version, version + 1, ttl_ms, len(fields)]
     for name, value in fields.items():
         args += [name, value]
     args += [len(deleted), *deleted, len(zadd)]
     for score, member in zadd:
         args += [score, member]
-    args += [len(zrem), *zrem, len(outbox), *outbox, 0, 0, 0]  # no claims, releases, companion
-    return args
+    args += [len(zrem), *zrem, len(outbox), *outbox, 0, 0]  # no claims, releases
+    args += [4, len(audit), *audit, 0, len(counts)]  # the audit trail, no linked keys, counters
+    for index, (name, delta, ttl) in enumerate(counts):
+        args += [5 + index, name, delta, ttl]
+    return [*args, 0]  # no companion
 
 
-def keys_of(verification_id: str) -> list[str]:
-    """The record, the shard's timer set, and an outbox stream of the same slot that veriflow's
-    dispatcher does not read (its entries are the baseline's, not real SMS)."""
+def keys_of(verification_id: str, counters: int = 0) -> list[str]:
+    """The record, the shard's timer set, an outbox stream of the same slot that veriflow's
+    dispatcher does not read (its entries are the baseline's, not real SMS), the audit trail, and
+    `counters` times the client's live counter of the shard."""
     shard = int(verification_id[:4], 16)
-    return [KEYS.record(verification_id), KEYS.timers(shard), f"vf:{{{shard}}}:baseline-outbox"]
+    return [KEYS.record(verification_id), KEYS.timers(shard), f"vf:{{{shard}}}:baseline-outbox",
+            KEYS.audit(verification_id), *[KEYS.live(shard, "bench")] * counters]
+
+
+def audit_entry(source: str, dest: str, trigger: str, code: str = "") -> str:
+    """An audit entry of the size veriflow writes for the step."""
+    return f"{now_ms()}|{source}|{dest}|{trigger}|client|{code}|"
 
 
 class Baseline:
@@ -78,8 +90,9 @@ class Baseline:
             "resends_left": "3", "code_generation": "1", "code_hash": secrets.token_hex(CODE_HASH_CHARS // 2),
         }
         entry = orjson.dumps({"kind": "sms", "id": vid, "gen": 1, "code": secrets.token_urlsafe(34)})
-        await self.commit(keys=keys_of(vid), args=commit_args(
-            0, SESSION_MS + KEEP_MS, fields, zadd=((deadline, f"{vid}|session|{deadline}"),), outbox=(entry,)))
+        await self.commit(keys=keys_of(vid, 1), args=commit_args(
+            0, SESSION_MS + KEEP_MS, fields, zadd=((deadline, f"{vid}|session|{deadline}"),), outbox=(entry,),
+            audit=(audit_entry("", "code_sent", "start"),), counts=(("sms|code_sent", 1, 0),)))
         self.codes[vid] = f"{secrets.randbelow(10**6):06d}"
         return web.json_response({"id": vid}, status=201, dumps=_dumps)
 
@@ -96,15 +109,18 @@ class Baseline:
         if request.match_info["outcome"] == "wrong":
             fields = {"last_code": "4013", "attempts_left": str(int(raw[b"attempts_left"]) - 1)}
             await self.commit(keys=keys_of(vid), args=commit_args(
-                version, int(raw[b"expires_at"]) - now + KEEP_MS, fields))
+                version, int(raw[b"expires_at"]) - now + KEEP_MS, fields,
+                audit=(audit_entry("code_sent", "code_sent", "confirm", "4013"),)))
             return web.json_response({"id": vid, "code": "4013"}, status=422, dumps=_dumps)
         session_due = int(raw[b"expires_at"])
         deadline = now + RESULT_MS
         fields = {"state": "verified", "status": "verified", "last_code": "2000",
                   "verified_at": str(now), "result_expires_at": str(deadline)}
-        await self.commit(keys=keys_of(vid), args=commit_args(
+        await self.commit(keys=keys_of(vid, 2), args=commit_args(
             version, RESULT_MS + KEEP_MS, fields, deleted=("code_hash",),
-            zadd=((deadline, f"{vid}|result|{deadline}"),), zrem=(f"{vid}|session|{session_due}",)))
+            zadd=((deadline, f"{vid}|result|{deadline}"),), zrem=(f"{vid}|session|{session_due}",),
+            audit=(audit_entry("code_sent", "verified", "confirm", "2000"),),
+            counts=(("sms|code_sent", -1, 0), ("sms|verified", 1, 0))))
         return web.json_response({"id": vid, "key_token": vid}, dumps=_dumps)
 
     async def redeem(self, request: web.Request) -> web.Response:
@@ -112,9 +128,10 @@ class Baseline:
         raw = await self.redis.hgetall(KEYS.record(vid))
         version = int(raw[b"version"])
         fields = {"state": "completed", "status": "completed", "ended_at": str(now_ms())}
-        await self.commit(keys=keys_of(vid), args=commit_args(
+        await self.commit(keys=keys_of(vid, 1), args=commit_args(
             version, KEEP_MS, fields, deleted=("subject",),
-            zrem=(f"{vid}|result|{int(raw[b'result_expires_at'])}",)))
+            zrem=(f"{vid}|result|{int(raw[b'result_expires_at'])}",),
+            audit=(audit_entry("verified", "completed", "redeem"),), counts=(("sms|verified", -1, 0),)))
         return web.json_response({"result": {"id": vid}}, dumps=_dumps)
 
 

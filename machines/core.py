@@ -1,6 +1,6 @@
 """The pure machine core: a `transitions` machine built once per channel, a fresh model per decision.
 
-    ChannelMachine.decide(record, event, policy) -> Decision(before, record, reply, effects)
+    ChannelMachine.decide(record, event, policy) -> Decision(before, record, reply, effects, steps)
 
 Callbacks are pure: they compute the next record, the reply and the effects on the model
 object (`Flow`), which lives for one decision only (never shared between requests). What every
@@ -53,11 +53,25 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One trigger of a decision that changed something (the audit trail's events): its states
+    before and after, and the code it emitted (its answer's, else the record's new last code)."""
+
+    at: int
+    trigger: str
+    source: str
+    dest: str
+    code: str | None = None
+    detail_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     before: Verification
     record: Verification
     reply: Reply
     effects: tuple[Effect, ...]
+    steps: tuple[Step, ...] = ()  # the triggers that changed something, in the order they fired
 
     @property
     def changed(self) -> bool:
@@ -76,7 +90,7 @@ class Flow:
     next read: a decision makes several small updates, and copying a 30-field record for each
     was a measurable part of every request."""
 
-    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state")
+    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state", "steps")
 
     def __init__(self, state: str, record: Verification, event: Event, policy: Policy) -> None:
         self.state = state
@@ -86,6 +100,7 @@ class Flow:
         self.policy = policy
         self.effects: list[Effect] = []
         self.reply = Reply()
+        self.steps: list[Step] = []
 
     @property
     def record(self) -> Verification:
@@ -163,14 +178,27 @@ class ChannelMachine:
             self._fire(flow, TRIGGERS[type(event)])
         flow.update(state=flow.state, status=self.statuses[flow.state], definition=self.version)
         after = flow.record
-        return Decision(record, after, flow.reply, tuple(flow.effects))
+        return Decision(record, after, flow.reply, tuple(flow.effects), tuple(flow.steps))
 
     def _fire(self, flow: Flow, trigger: str) -> None:
+        source, before, reply, n_effects = flow.state, flow.record, flow.reply, len(flow.effects)
         try:
             self.machine.events[trigger].trigger(flow)
         except (MachineError, KeyError) as exc:
             msg = f"{self.channel}: no transition for {trigger!r} from {flow.state!r}"
             raise UndefinedTransitionError(msg) from exc
+        after = flow.record
+        if flow.state == source and after == before and len(flow.effects) == n_effects:
+            return  # an answer that changes nothing is not an event
+        code: str | None
+        detail: str | None
+        if flow.reply is not reply and flow.reply.code is not None:
+            code, detail = flow.reply.code, flow.reply.detail_code
+        elif (after.last_code, after.last_detail_code) != (before.last_code, before.last_detail_code):
+            code, detail = after.last_code, after.last_detail_code
+        else:
+            code = detail = None
+        flow.steps.append(Step(flow.event.now_ms, trigger, source, flow.state, code, detail))
 
 
 def definition_hash(transitions: Iterable[dict[str, Any]]) -> str:

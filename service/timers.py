@@ -20,6 +20,7 @@ from machines.vocabulary import TimerKind
 from service.clock import Clock
 from service.errors import UnknownVerificationError
 from service.metrics import Metrics
+from service.store import audit
 from service.store.keys import parse_timer_member
 from service.transactor import Transactor
 
@@ -71,7 +72,7 @@ class TimerWorker:
                 verification_id, kind, due_ms = parse_timer_member(member)
                 lags.append(max(now - due_ms, 0) / 1000)
                 requests.append((verification_id, self._expire(TimerKind(kind)), member))
-            decisions = await self.transactor.apply_batch(requests)
+            decisions = await self.transactor.apply_batch(requests, actor=audit.TIMER)
         except Exception:
             log.exception("timers.batch_failed")
             await asyncio.gather(*(self.fire(shard, member) for member in members))
@@ -105,7 +106,8 @@ class TimerWorker:
                 return TimerFired(self.clock.now_ms(), TimerKind(kind))
 
             try:
-                decision = await self.transactor.apply(verification_id, event, fired_timer=member)
+                decision = await self.transactor.apply(verification_id, event, fired_timer=member,
+                                                       actor=audit.TIMER)
             except UnknownVerificationError:
                 decision = None
             if decision is None or not decision.changed:

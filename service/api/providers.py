@@ -29,6 +29,7 @@ from service.api.context import runtime
 from service.errors import ApiError, ClaimTakenError, UnknownVerificationError, invalid
 from service.jsonio import json_response
 from service.providers.references import parse_reference
+from service.store import audit
 from service.store.plan import Claim
 
 log = structlog.get_logger("veriflow.providers")
@@ -85,7 +86,8 @@ async def provider_event(request: web.Request) -> web.Response:
         return ProviderReport(now, event_type, code, detail_code, generation)
 
     try:
-        decision = await rt.transactor.apply(verification_id, report, claims=lambda _: (claim,))
+        decision = await rt.transactor.apply(verification_id, report, claims=lambda _: (claim,),
+                                             actor=audit.provider(provider))
     except UnknownVerificationError:
         log.info("provider_event.ignored", reason="unknown verification")
         return acknowledge("ignored", event_id)
