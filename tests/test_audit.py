@@ -204,15 +204,18 @@ class TestStore:
         status, body = await api.call("GET", "/v1/verifications/nonsense/events")
         assert (status, body["error"]["code"]) == (404, "4001")
 
-    async def test_the_trail_lives_exactly_as_long_as_the_record(self, api: Api, clock):
+    async def test_the_trail_is_fields_of_the_record_itself(self, api: Api):
+        """One field per commit, `@<version>`, in the record's hash: the same key, so the same slot
+        and exactly the same lifetime; the record's own fields are read as before."""
         vid = (await api.start())["id"]
-        redis, keys = api.rt.store.redis, api.rt.store.keys
-        audit_key = keys.audit(vid)
-        assert keys.audit(vid).split("}")[0] == keys.record(vid).split("}")[0], "the record's slot"
-        assert await redis.pttl(audit_key) == await redis.pttl(keys.record(vid))
-        await api.call("POST", f"/v1/verifications/{vid}/cancel")
-        assert await redis.pttl(audit_key) == await redis.pttl(keys.record(vid)) > 0
-        assert await redis.type(audit_key) in {b"list", "list"}
+        await api.call("POST", f"/v1/verifications/{vid}/confirm", {"code": "000000"})
+        raw = await api.rt.store.redis.hgetall(api.rt.store.keys.record(vid))
+        assert sorted(k for k in raw if k.startswith(b"@")) == [b"@1", b"@2"]
+        assert raw[b"@2"].split(b"|")[1:] == [b"code_sent", b"code_sent", b"confirm", b"client", b"4013", b""]
+        record = await api.rt.store.load(vid)
+        assert record is not None
+        assert record.attempts_left == 2
+        assert all(len(v) < 256 for v in raw.values()), "the record stays a listpack (hash-max-listpack-value 256)"
 
     async def test_a_lost_race_writes_no_event(self, api: Api):
         """A commit refused for a stale version writes nothing of its trail; the retry writes one."""
@@ -240,11 +243,12 @@ class TestStore:
         started = await api.start("01099998888", tx_id="order-secret")
         await api.call("POST", f"/v1/verifications/{started['id']}/confirm", {"code": "000000"})
         code = await api.latest_code("01099998888")
-        raw = await api.rt.store.redis.lrange(api.rt.store.keys.audit(started["id"]), 0, -1)
-        blob = b"\n".join(raw).decode()
+        raw = await api.rt.store.redis.hgetall(api.rt.store.keys.record(started["id"]))
+        entries = b"\n".join(v for k, v in raw.items() if k.startswith(b"@")).decode().split("\n")
+        assert len(entries) == 2
         for secret in ("01099998888", "홍길동", "19900101", "order-secret", code, started["id"]):
-            assert secret not in blob
-        assert all(len(entry) < 64 for entry in raw), "compact entries"
+            assert all(secret not in entry for entry in entries)
+        assert all(len(entry) < 64 for entry in entries), "compact entries"
 
 
 @pytest.mark.parametrize("flows", [1])

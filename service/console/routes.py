@@ -127,4 +127,30 @@ def detail(record: Verification, events: list[dict[str, Any]]) -> dict[str, Any]
     path = [[event["from"] or "new", event["to"]] for event in events if event["from"] != event["to"]]
     return {"verification": view, "events": events,
             "diagram": {"channel": record.channel.value, "mermaid": DIAGRAMS[record.channel],
-                        "visited": list(dict.fromkeys(visited)), "path": path}}
+                        "visited": list(dict.fromkeys(visited)), "path": path,
+                        "edges": edges_taken(DIAGRAMS[record.channel], events, ended=not record.is_live)}}
+
+
+def edges_taken(diagram: str, events: list[dict[str, Any]], *, ended: bool) -> list[int]:
+    """The diagram's edges (numbered in the order Mermaid draws them) that the events went along:
+    for each state change, the edge of its trigger (the one naming the emitted code, when several
+    do); the start edge for the creation, and the final edge of a finished verification."""
+    edges = [line.strip() for line in diagram.splitlines() if " --> " in line]
+    taken: list[int] = []
+
+    def take(source: str, dest: str, trigger: str | None = None, code: str | None = None) -> None:
+        head = f"{source} --> {dest}"
+        found = [n for n, edge in enumerate(edges) if edge == head or (
+            trigger is not None and (edge == f"{head}: {trigger}" or edge.startswith(f"{head}: {trigger} ")))]
+        named = [n for n in found if code and code in edges[n]]
+        if found:
+            taken.append((named or found)[0])
+
+    if events and events[0]["from"] is None:
+        take("[*]", "new")
+    for event in events:
+        if event["from"] != event["to"]:
+            take(event["from"] or "new", event["to"], event["trigger"], event["code"])
+    if ended and events:
+        take(events[-1]["to"], "[*]")
+    return list(dict.fromkeys(taken))

@@ -29,7 +29,7 @@ class ConsoleReads:
 
     async def events(self, verification_id: str) -> list[dict[str, Any]]:
         """The verification's audit trail, oldest first."""
-        return [audit.decode(entry) for entry in await self.store.redis.lrange(self.keys.audit(verification_id), 0, -1)]
+        return audit.events_of(await self.store.redis.hgetall(self.keys.record(verification_id)))
 
     async def live(self, client_id: str) -> Counter[str]:
         """The client's live verifications by `channel|state`."""
@@ -45,10 +45,12 @@ class ConsoleReads:
         return first * OUTCOME_BUCKET_MS, _sum(await self._many("hgetall", keys))
 
     async def by_tx_id(self, client_id: str, tx_id: str) -> list[str]:
-        """The ids of the client's verifications with this tx_id (the newest per shard), while
-        their records live."""
-        keys = [self.keys.tx_lookup(shard, client_id, tx_id) for shard in range(self.keys.shards)]
-        return sorted({as_text(held) for held in await self._many("get", keys) if held is not None})
+        """The ids of the client's verifications with this tx_id while their records live: the live
+        one (its tx claim) and the newest finished one of each shard."""
+        claim = self.keys.tx_claim(self.keys.tx_shard(client_id, tx_id), client_id, tx_id)
+        keys = [claim, *(self.keys.tx_lookup(shard, client_id, tx_id) for shard in range(self.keys.shards))]
+        found = {as_text(held) for held in await self._many("get", keys) if held is not None}
+        return sorted(v for v in found if self.keys.shard_of_id(v) is not None)
 
     async def _many(self, command: str, keys: Sequence[str]) -> list[Any]:
         client = self.store.redis

@@ -58,13 +58,9 @@ class Keys:
         """Where a client's tx_id is claimed: the same shard whatever the channel, so it is unique."""
         return self.shard_of(f"{client_id}\0{tx_id}")
 
-    def audit(self, verification_id: str) -> str:
-        """The verification's audit trail: a list beside its record, living as long as it does."""
-        return f"vf:{{{shard_in(verification_id)}}}:audit:{verification_id}"
-
     def tx_lookup(self, shard: int, client_id: str, tx_id: str) -> str:
-        """The newest verification of a client's tx_id in `shard` (its own): found by id, finished or
-        not, as long as its record lives (the tx claim only lasts while it is live)."""
+        """The newest finished verification of a client's tx_id in `shard` (its own), as long as its
+        record lives: the tx claim, which names a live one, is given back when it ends."""
         return f"vf:{{{shard}}}:txv:{digest(client_id + chr(0) + tx_id)}"
 
     def live(self, shard: int, client_id: str) -> str:

@@ -72,14 +72,14 @@ class CommitPlanner:
             fields=fields,
             deleted=deleted,
             claims=[(c.key, c.value, c.ttl_ms) for c in claims],
-            audit_key=self.keys.audit(after.id),
-            audit=[audit.encode(step, actor, creation=before.version == 0 and n == 0)
-                   for n, step in enumerate(decision.steps)],
             counts=self.counts(decision, now_ms),
         )
-        if after.tx_id:  # found by tx_id as long as the record lives
+        if decision.steps:  # the audit trail: one field of the record per commit (see service.store.audit)
+            ops.fields[audit.field_name(version)] = audit.encode_all(decision.steps, actor,
+                                                                      creation=before.version == 0)
+        if after.tx_id and not after.is_live:  # found by tx_id once its tx claim is given back
             lookup = self.keys.tx_lookup(shard, after.client_id, after.tx_id)
-            ops.links.append((lookup, after.id if before.version == 0 else ""))
+            ops.links.append((lookup, after.id if decision.ended else ""))
         if fired_timer is not None:
             ops.timers_remove.append(fired_timer)
         for effect in decision.effects:

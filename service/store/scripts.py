@@ -9,12 +9,11 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # ARGV: expected version ("0": the record must not exist), new version, record ttl ms ("0": no
 #       expiry), then counted groups: n (field value)*, n field*, n (score member)*, n member*,
 #       n payload*, n (key-index value ttl-ms)*, n (key-index value)*,
-#       the audit trail: key-index ("0": none) n entry*,
 #       n (key-index value)* keys that live as long as the record (value "": only their expiry),
 #       n (key-index field delta ttl-ms)* counters (a hash field that falls to 0 is deleted),
 #       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*
-# The audit list and the linked keys take the record's expiry on every commit, so they live
-# exactly as long as it does.
+# The linked keys take the record's expiry on every commit, so they live exactly as long as it.
+# (The audit trail is fields of the record itself: see store.plan.)
 # The companion is a second hash in the same slot (an mOTP user beside its verification),
 # compare-and-set on its own version: both change in one step, or neither. A companion whose
 # new version equals the expected one is only checked, not written.
@@ -37,9 +36,6 @@ local zrem_at, n_zrem = group(1)
 local xadd_at, n_xadd = group(1)
 local claim_at, n_claim = group(3)
 local release_at, n_release = group(2)
-local audit_key_at = tonumber(ARGV[i])
-i = i + 1
-local audit_at, n_audit = group(1)
 local link_at, n_link = group(2)
 local count_at, n_count = group(4)
 
@@ -74,11 +70,6 @@ local function follow(key)
   if ARGV[3] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[3]) end
 end
 follow(KEYS[1])
-if audit_key_at > 0 then
-  local audit = KEYS[audit_key_at]
-  if n_audit > 0 then redis.call('RPUSH', audit, unpack(ARGV, audit_at, audit_at + n_audit - 1)) end
-  follow(audit)
-end
 for l = 0, n_link - 1 do
   local key = KEYS[tonumber(ARGV[link_at + l * 2])]
   local value = ARGV[link_at + l * 2 + 1]

@@ -57,8 +57,6 @@ class CommitOps:
     outbox: list[bytes] = field(default_factory=list)
     claims: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, ttl ms
     releases: list[tuple[str, str]] = field(default_factory=list)  # key, holder value
-    audit_key: str | None = None  # the verification's audit trail, which lives as long as the record
-    audit: list[str] = field(default_factory=list)  # entries appended (service.store.audit)
     links: list[tuple[str, str]] = field(default_factory=list)  # key, value ("": keep) living as the record
     counts: list[tuple[str, str, int, int]] = field(default_factory=list)  # key, field, delta, ttl ms
     companion: Companion | None = None
@@ -85,11 +83,6 @@ class CommitOps:
         for key, value in self.releases:
             keys.append(key)
             args += [len(keys), value]
-        if self.audit_key is None:
-            args += [0, 0]
-        else:
-            keys.append(self.audit_key)
-            args += [len(keys), len(self.audit), *self.audit]
         args.append(len(self.links))
         for key, value in self.links:
             keys.append(key)
