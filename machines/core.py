@@ -112,6 +112,16 @@ class Flow:
     def update(self, **changes: Any) -> None:
         self._changes.update(changes)
 
+    def peek(self, name: str) -> Any:
+        """A field's value as the record will have it, without applying the pending changes."""
+        return self._changes[name] if name in self._changes else getattr(self._record, name)
+
+    def differs(self, record: Verification) -> bool:
+        """Whether the record as it will be differs from `record` (cheaper than building it)."""
+        if self._record is not record and self._record != record:
+            return True
+        return any(getattr(record, name) != value for name, value in self._changes.items())
+
 
 def model(ev: EventData) -> Flow:
     flow = ev.model
@@ -187,15 +197,15 @@ class ChannelMachine:
         except (MachineError, KeyError) as exc:
             msg = f"{self.channel}: no transition for {trigger!r} from {flow.state!r}"
             raise UndefinedTransitionError(msg) from exc
-        after = flow.record
-        if flow.state == source and after == before and len(flow.effects) == n_effects:
+        if flow.state == source and len(flow.effects) == n_effects and not flow.differs(before):
             return  # an answer that changes nothing is not an event
         code: str | None
         detail: str | None
+        last = (flow.peek("last_code"), flow.peek("last_detail_code"))
         if flow.reply is not reply and flow.reply.code is not None:
             code, detail = flow.reply.code, flow.reply.detail_code
-        elif (after.last_code, after.last_detail_code) != (before.last_code, before.last_detail_code):
-            code, detail = after.last_code, after.last_detail_code
+        elif last != (before.last_code, before.last_detail_code):
+            code, detail = last
         else:
             code = detail = None
         flow.steps.append(Step(flow.event.now_ms, trigger, source, flow.state, code, detail))

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from machines.events import Cancel, Tick
+from machines.channels import SMS
+from machines.core import Step
+from machines.events import Cancel, Confirm, Tick
 from machines.vocabulary import Channel
+from service.store import audit
 from service.store.store import CommitStatus
 from tests.conftest import OTHER_KEY, Api
 from tests.phone import flush_outbox, read, sim_items, start
@@ -33,6 +36,31 @@ async def events(api: Api, vid: str, key: str | None = None) -> list[dict[str, A
 
 def steps(trail: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [(e["from"], e["to"], e["trigger"], e["actor"], e["code"], e["detail_code"]) for e in trail]
+
+
+class TestTheMachineRecordsItsSteps:
+    """Pure: `decide` lists the triggers that changed something, in the order they fired."""
+
+    def test_an_expire_before_the_requests_own_trigger_is_its_own_step(self):
+        from tests.test_sms_machine import POLICY, RIGHT, T0, started  # noqa: PLC0415 - the SMS table's helpers
+
+        record = started()
+        late = T0 + POLICY.session_ttl_s * 1000
+        decision = SMS.decide(record, Confirm(late, code_hash=RIGHT), POLICY)
+        assert decision.steps == (Step(late, "expire", "code_sent", "expired", "4018"),)
+        wrong = SMS.decide(record, Confirm(T0 + 1, code_hash="other"), POLICY)
+        assert wrong.steps == (Step(T0 + 1, "confirm", "code_sent", "code_sent", "4013"),)
+        assert SMS.decide(record, Tick(T0 + 1), POLICY).steps == ()
+        assert SMS.decide(decision.record, Confirm(late + 1, code_hash=RIGHT), POLICY).steps == ()
+
+    def test_entries_round_trip_and_an_expiry_is_the_timers(self):
+        steps_ = (Step(5, "start", "new", "code_sent"), Step(6, "expire", "code_sent", "expired", "4018"))
+        raw = {b"@1": audit.encode_all(steps_, "provider:x", creation=True).encode(), b"state": b"expired"}
+        assert audit.events_of(raw) == [
+            {"at": 5, "from": None, "to": "code_sent", "trigger": "start", "actor": "provider:x", "code": None,
+             "detail_code": None},
+            {"at": 6, "from": "code_sent", "to": "expired", "trigger": "expire", "actor": "timer", "code": "4018",
+             "detail_code": None}]
 
 
 class TestSms:

@@ -115,7 +115,7 @@ class CommitPlanner:
             if now is not None:
                 out.append((live, now, 1, 0))
         if after.status is not before.status and after.status is not Status.PENDING:
-            code = after.last_code or "" if after.status in CODED_OUTCOMES else ""
+            code = (after.last_code or "") if after.status in CODED_OUTCOMES else ""
             bucket = now_ms // OUTCOME_BUCKET_MS
             ttl_ms = (bucket + 1) * OUTCOME_BUCKET_MS + OUTCOME_KEEP_MS - now_ms
             out.append((self.keys.outcomes(shard, after.client_id, bucket),
