@@ -40,23 +40,34 @@ def now_ms() -> int:
 
 def commit_args(version: int, ttl_ms: int, fields: dict[str, str], deleted: tuple[str, ...] = (),
                 zadd: tuple[tuple[int, str], ...] = (), zrem: tuple[str, ...] = (),
-                outbox: tuple[bytes, ...] = ()) -> list[Any]:
-    """COMMIT's arguments in its counted-group layout (see service/scripts.py)."""
+                outbox: tuple[bytes, ...] = (), counts: tuple[tuple[str, int, int], ...] = ()) -> list[Any]:
+    """COMMIT's arguments in its counted-group layout (see service/scripts.py), for `keys_of`'s keys
+    (one live-counter key per entry of `counts` after the first three)."""
     args: list[Any] = [version, version + 1, ttl_ms, len(fields)]
     for name, value in fields.items():
         args += [name, value]
     args += [len(deleted), *deleted, len(zadd)]
     for score, member in zadd:
         args += [score, member]
-    args += [len(zrem), *zrem, len(outbox), *outbox, 0, 0, 0]  # no claims, releases, companion
-    return args
+    args += [len(zrem), *zrem, len(outbox), *outbox, 0, 0]  # no claims, releases
+    args += [0, len(counts)]  # no linked keys, the client's counters
+    for index, (name, delta, ttl) in enumerate(counts):
+        args += [4 + index, name, delta, ttl]
+    return [*args, 0]  # no companion
 
 
-def keys_of(verification_id: str) -> list[str]:
-    """The record, the shard's timer set, and an outbox stream of the same slot that veriflow's
-    dispatcher does not read (its entries are the baseline's, not real SMS)."""
+def keys_of(verification_id: str, counters: int = 0) -> list[str]:
+    """The record, the shard's timer set, an outbox stream of the same slot that veriflow's
+    dispatcher does not read (its entries are the baseline's, not real SMS), and `counters` times
+    the client's live counter of the shard."""
     shard = int(verification_id[:4], 16)
-    return [KEYS.record(verification_id), KEYS.timers(shard), f"vf:{{{shard}}}:baseline-outbox"]
+    return [KEYS.record(verification_id), KEYS.timers(shard), f"vf:{{{shard}}}:baseline-outbox",
+            *[KEYS.live(shard, "bench")] * counters]
+
+
+def audit_field(version: int, source: str, dest: str, trigger: str, code: str = "") -> dict[str, str]:
+    """The audit trail's field of the size veriflow writes for the step (service/store/audit.py)."""
+    return {f"@{version}": f"{now_ms()}|{source}|{dest}|{trigger}|client|{code}|"}
 
 
 class Baseline:
@@ -76,10 +87,12 @@ class Baseline:
             "definition": DEFINITION, "created_at": str(now), "expires_at": str(deadline),
             "subject": secrets.token_urlsafe(128)[:SUBJECT_CHARS], "attempts_left": "3",
             "resends_left": "3", "code_generation": "1", "code_hash": secrets.token_hex(CODE_HASH_CHARS // 2),
+            **audit_field(1, "", "code_sent", "start"),
         }
         entry = orjson.dumps({"kind": "sms", "id": vid, "gen": 1, "code": secrets.token_urlsafe(34)})
-        await self.commit(keys=keys_of(vid), args=commit_args(
-            0, SESSION_MS + KEEP_MS, fields, zadd=((deadline, f"{vid}|session|{deadline}"),), outbox=(entry,)))
+        await self.commit(keys=keys_of(vid, 1), args=commit_args(
+            0, SESSION_MS + KEEP_MS, fields, zadd=((deadline, f"{vid}|session|{deadline}"),), outbox=(entry,),
+            counts=(("sms|code_sent", 1, 0),)))
         self.codes[vid] = f"{secrets.randbelow(10**6):06d}"
         return web.json_response({"id": vid}, status=201, dumps=_dumps)
 
@@ -94,27 +107,31 @@ class Baseline:
         version = int(raw[b"version"])
         now = now_ms()
         if request.match_info["outcome"] == "wrong":
-            fields = {"last_code": "4013", "attempts_left": str(int(raw[b"attempts_left"]) - 1)}
+            fields = {"last_code": "4013", "attempts_left": str(int(raw[b"attempts_left"]) - 1),
+                      **audit_field(version + 1, "code_sent", "code_sent", "confirm", "4013")}
             await self.commit(keys=keys_of(vid), args=commit_args(
                 version, int(raw[b"expires_at"]) - now + KEEP_MS, fields))
             return web.json_response({"id": vid, "code": "4013"}, status=422, dumps=_dumps)
         session_due = int(raw[b"expires_at"])
         deadline = now + RESULT_MS
         fields = {"state": "verified", "status": "verified", "last_code": "2000",
-                  "verified_at": str(now), "result_expires_at": str(deadline)}
-        await self.commit(keys=keys_of(vid), args=commit_args(
+                  "verified_at": str(now), "result_expires_at": str(deadline),
+                  **audit_field(version + 1, "code_sent", "verified", "confirm", "2000")}
+        await self.commit(keys=keys_of(vid, 2), args=commit_args(
             version, RESULT_MS + KEEP_MS, fields, deleted=("code_hash",),
-            zadd=((deadline, f"{vid}|result|{deadline}"),), zrem=(f"{vid}|session|{session_due}",)))
+            zadd=((deadline, f"{vid}|result|{deadline}"),), zrem=(f"{vid}|session|{session_due}",),
+            counts=(("sms|code_sent", -1, 0), ("sms|verified", 1, 0))))
         return web.json_response({"id": vid, "key_token": vid}, dumps=_dumps)
 
     async def redeem(self, request: web.Request) -> web.Response:
         vid = orjson.loads(await request.read())["key_token"]
         raw = await self.redis.hgetall(KEYS.record(vid))
         version = int(raw[b"version"])
-        fields = {"state": "completed", "status": "completed", "ended_at": str(now_ms())}
-        await self.commit(keys=keys_of(vid), args=commit_args(
+        fields = {"state": "completed", "status": "completed", "ended_at": str(now_ms()),
+                  **audit_field(version + 1, "verified", "completed", "redeem")}
+        await self.commit(keys=keys_of(vid, 1), args=commit_args(
             version, KEEP_MS, fields, deleted=("subject",),
-            zrem=(f"{vid}|result|{int(raw[b'result_expires_at'])}",)))
+            zrem=(f"{vid}|result|{int(raw[b'result_expires_at'])}",), counts=(("sms|verified", -1, 0),)))
         return web.json_response({"result": {"id": vid}}, dumps=_dumps)
 
 

@@ -153,11 +153,12 @@ def render(report: dict[str, Any]) -> str:
                                   "vf p50", "vf p99", "rps ratio", "p99 ratio", "base cpu ms",
                                   "vf cpu ms", "cpu ratio", "errors", "foreign cpu s"]))
     if "memory" in report:
-        rows = [[name, m["hash_max_listpack_value"], m["record_encoding"], m["record_hash"], m["timer_member"],
-                 m["tx_claim"], m["memory_usage_total"], m["used_memory_growth"], m["sample"]]
+        rows = [[name, m["hash_max_listpack_value"], m["record_encoding"], m["record_hash"], m["audit_trail_bytes"],
+                 m["timer_member"], m["tx_claim"], m["live_counters"], m["memory_usage_total"],
+                 m["used_memory_growth"], m["sample"]]
                 for name, m in report["memory"].items()]
-        parts.append(table(rows, ["channel", "listpack value", "encoding", "record", "timer", "tx claim",
-                                  "MEMORY USAGE", "used_memory/verif.", "sample"]))
+        parts.append(table(rows, ["channel", "listpack value", "encoding", "record", "audit in it", "timer", "tx keys",
+                                  "counters", "MEMORY USAGE", "used_memory/verif.", "sample"]))
     if "timers" in report:
         t = report["timers"]
         parts.append(table([[t["verifications"], t["lag_ms"]["p50"], t["lag_ms"]["p99"], t["lag_ms"]["max"],

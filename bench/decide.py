@@ -3,7 +3,7 @@
     python -m bench.decide
 
 Both decide the same wrong-code confirm of an SMS verification; the library's path is the same
-`ChannelMachine.decide` with its trigger fired through `Machine.events[...].trigger`, as before
+`ChannelMachine.decide` with its triggers dispatched through `Machine.events[...].trigger`, as before
 the table existed. Prints microseconds per decision and their ratio (best of 5 rounds each).
 """
 
@@ -23,7 +23,7 @@ T0 = 1_000_000
 ROUNDS, NUMBER = 5, 20_000
 
 
-def library_fire(self: ChannelMachine, flow: Flow, trigger: str) -> None:
+def library_dispatch(self: ChannelMachine, flow: Flow, trigger: str) -> None:
     self.machine.events[trigger].trigger(flow)
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     started = SMS.decide(fresh, Start(T0, issued_code=IssuedCode("right", "sealed")), POLICY).record
     wrong = Confirm(T0 + 1, code_hash="wrong")
     compiled = per_decision_us(started, wrong)
-    with mock.patch.object(ChannelMachine, "_fire", library_fire):
+    with mock.patch.object(ChannelMachine, "_dispatch", library_dispatch):
         library = per_decision_us(started, wrong)
     print(f"wrong-code decision: compiled {compiled:.1f} us, library {library:.1f} us, "
           f"ratio {library / compiled:.2f}x")

@@ -303,8 +303,9 @@ async def _expiry_outcome(url: str, ids: list[str]) -> dict[str, Any]:
 
 
 async def measure_memory(stack: Stack, sample: int) -> dict[str, Any]:
-    """Bytes per live SMS verification: MEMORY USAGE of its keys (record hash, its share of the
-    shard's timer set, its tx_id claim if it has one) and `used_memory` growth; with the
+    """Bytes per live SMS verification: MEMORY USAGE of its keys (record hash, audit trail, its share
+    of the shard's timer set and of its client's live counters, its tx_id claim and tx_id lookup if
+    it has one) and `used_memory` growth; with the
     recommended hash-max-listpack-value (256, see procs.redis_args), then on smaller samples with
     a tx_id and with Redis's default (64)."""
     rt = await seed.runtime(stack.env())
@@ -346,16 +347,27 @@ async def _memory_sample(stack: Stack, rt: Any, sample: int, *, listpack_value: 
     timers = sum([await client.memory_usage(k, samples=0) or 0 for k in keys.all_timers()])
     claims = [k async for k in client.scan_iter("vf:*:tx:*", count=1000)]
     claim_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in claims[:1000]])
+    lookups = [k async for k in client.scan_iter("vf:*:txv:*", count=1000)]
+    lookup_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in lookups[:1000]])
+    counters = [k async for k in client.scan_iter("vf:*:live:*", count=1000)]
+    counter_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in counters])
     encoding = (await client.object("encoding", keys.record(made[0][0]))).decode()
     record = sum(records) / len(records)
     per_timer = timers / sample
-    per_claim = claim_bytes / max(min(len(claims), 1000), 1)
+    per_claim = claim_bytes / max(min(len(claims), 1000), 1) + lookup_bytes / max(min(len(lookups), 1000), 1)
+    # The audit trail is fields of the record (its creation's event, here), counted in the record's
+    # MEMORY USAGE; shown apart as the bytes of their names and values.
+    raws = [await client.hgetall(keys.record(vid)) for vid, _ in probe]
+    trail = sum(len(k) + len(v) for raw in raws for k, v in raw.items() if k.startswith(b"@")) / len(raws)
+    per_counter = counter_bytes / sample  # the client's live counters: a few small hashes for all
     await client.flushall()
     return {
         "channel": channel.value, "motp_user": round(per_user, 1),
         "sample": sample, "tx_id": tx_id, "hash_max_listpack_value": listpack_value, "record_encoding": encoding,
-        "record_hash": round(record, 1), "timer_member": round(per_timer, 1), "tx_claim": round(per_claim, 1),
-        "memory_usage_total": round(record + per_timer + per_claim, 1),
+        "record_hash": round(record, 1), "audit_trail_bytes": round(trail, 1),
+        "timer_member": round(per_timer, 1),
+        "tx_claim": round(per_claim, 1), "live_counters": round(per_counter, 1),
+        "memory_usage_total": round(record + per_timer + per_claim + per_counter, 1),
         "used_memory_growth": round(growth, 1),
     }
 

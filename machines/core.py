@@ -1,6 +1,6 @@
 """The pure machine core: a `transitions` machine built once per channel, a fresh model per decision.
 
-    ChannelMachine.decide(record, event, policy) -> Decision(before, record, reply, effects)
+    ChannelMachine.decide(record, event, policy) -> Decision(before, record, reply, effects, steps)
 
 Callbacks are pure: they compute the next record, the reply and the effects on the model
 object (`Flow`), which lives for one decision only (never shared between requests). What every
@@ -55,11 +55,25 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One trigger of a decision that changed something (the audit trail's events): its states
+    before and after, and the code it emitted (its answer's, else the record's new last code)."""
+
+    at: int
+    trigger: str
+    source: str
+    dest: str
+    code: str | None = None
+    detail_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     before: Verification
     record: Verification
     reply: Reply
     effects: tuple[Effect, ...]
+    steps: tuple[Step, ...] = ()  # the triggers that changed something, in the order they fired
 
     @property
     def changed(self) -> bool:
@@ -78,7 +92,7 @@ class Flow:
     next read: a decision makes several small updates, and copying a 30-field record for each
     was a measurable part of every request."""
 
-    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state")
+    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state", "steps")
 
     def __init__(self, state: str, record: Verification, event: Event, policy: Policy) -> None:
         self.state = state
@@ -88,6 +102,7 @@ class Flow:
         self.policy = policy
         self.effects: list[Effect] = []
         self.reply = Reply()
+        self.steps: list[Step] = []
 
     @property
     def record(self) -> Verification:
@@ -100,6 +115,16 @@ class Flow:
         if "last_code" in changes and "last_variant" not in changes:
             changes["last_variant"] = None  # a new code names its row anew: only a refusal sets one
         self._changes.update(changes)
+
+    def peek(self, name: str) -> Any:
+        """A field's value as the record will have it, without applying the pending changes."""
+        return self._changes[name] if name in self._changes else getattr(self._record, name)
+
+    def differs(self, record: Verification) -> bool:
+        """Whether the record as it will be differs from `record` (cheaper than building it)."""
+        if self._record is not record and self._record != record:
+            return True
+        return any(getattr(record, name) != value for name, value in self._changes.items())
 
 
 def model(ev: EventData) -> Flow:
@@ -168,9 +193,27 @@ class ChannelMachine:
             self._fire(flow, TRIGGERS[type(event)])
         flow.update(state=flow.state, status=self.statuses[flow.state], definition=self.version)
         after = flow.record
-        return Decision(record, after, flow.reply, tuple(flow.effects))
+        return Decision(record, after, flow.reply, tuple(flow.effects), tuple(flow.steps))
 
     def _fire(self, flow: Flow, trigger: str) -> None:
+        """Fire `trigger`, and note it as a step of the audit trail when it changed something."""
+        source, before, reply, n_effects = flow.state, flow.record, flow.reply, len(flow.effects)
+        self._dispatch(flow, trigger)
+        if flow.state == source and len(flow.effects) == n_effects and not flow.differs(before):
+            return  # an answer that changes nothing is not an event
+        code: str | None
+        detail: str | None
+        last = (flow.peek("last_code"), flow.peek("last_detail_code"))
+        if flow.reply is not reply and flow.reply.code is not None:
+            code, detail = flow.reply.code, flow.reply.detail_code
+        elif last != (before.last_code, before.last_detail_code):
+            code, detail = last
+        else:
+            code = detail = None
+        flow.steps.append(Step(flow.event.now_ms, trigger, source, flow.state, code, detail))
+
+
+    def _dispatch(self, flow: Flow, trigger: str) -> None:
         """Through the table compiled from the library's own transitions (machines.compiled)."""
         candidates = self.table.get((flow.state, trigger))
         if candidates is None:

@@ -128,14 +128,16 @@ def decide(
     machine = machines[record.channel]
     if FALLBACK_TRIGGER not in machine.machine.events:
         tick = machine.decide(record, Tick(event.now_ms), policy_of(record.channel))
-        return Decision(tick.before, tick.record, Reply(Code.FALLBACK_NOT_OFFERED, http_status=409), tick.effects)
+        return Decision(tick.before, tick.record, Reply(Code.FALLBACK_NOT_OFFERED, http_status=409), tick.effects,
+                        tick.steps)
     handed = machine.decide(record, event, policy_of(record.channel))
     if handed.record.channel == record.channel or handed.record.channel not in machines:
         return handed
     target = handed.record.channel
     assert event.start is not None  # noqa: S101 - offers_requested_channel checked it
     started = machines[target].decide(handed.record, event.start, policy_of(target))
-    return Decision(record, started.record, started.reply, handed.effects + started.effects)
+    return Decision(record, started.record, started.reply, handed.effects + started.effects,
+                    handed.steps + started.steps)
 
 
 def fail_with_refusal(ev: EventData) -> None:

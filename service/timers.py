@@ -20,6 +20,7 @@ from service.backoff import Outage
 from service.clock import Clock
 from service.errors import UnknownVerificationError
 from service.metrics import Metrics
+from service.store import audit
 from service.store.health import is_store_fault
 from service.store.keys import parse_timer_member
 from service.transactor import Transactor
@@ -73,7 +74,7 @@ class TimerWorker:
                 verification_id, _, due_ms = parse_timer_member(member)
                 lags.append(max(now - due_ms, 0) / 1000)
                 requests.append((verification_id, self._expire(), member))
-            decisions = await self.transactor.apply_batch(requests)
+            decisions = await self.transactor.apply_batch(requests, actor=audit.TIMER)
         except Exception as exc:
             if is_store_fault(exc):
                 raise  # the store is away: the loop backs off, the claimed timers come due again
@@ -109,7 +110,8 @@ class TimerWorker:
                 return TimerFired(self.clock.now_ms())
 
             try:
-                decision = await self.transactor.apply(verification_id, event, fired_timer=member)
+                decision = await self.transactor.apply(verification_id, event, fired_timer=member,
+                                                       actor=audit.TIMER)
             except UnknownVerificationError:
                 decision = None
             if decision is None or not decision.changed:

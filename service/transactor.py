@@ -24,6 +24,7 @@ from service.clock import Clock
 from service.errors import BusyError, ClaimTakenError, UnknownVerificationError
 from service.metrics import Metrics
 from service.settings import Settings
+from service.store import audit
 from service.store.keys import Keys
 from service.store.plan import Claim, CommitPlanner
 from service.store.store import CommitOps, CommitStatus, Store
@@ -53,8 +54,9 @@ class Transactor:
         machine = MACHINES[record.channel]
         return machine.decide(record, event, self.settings.policy(record.channel))
 
-    def _ops(self, decision: Decision, fired_timer: str | None, claims: tuple[Claim, ...]) -> CommitOps:
-        return self.plan.ops(decision, self.clock.now_ms(), fired_timer, claims)
+    def _ops(self, decision: Decision, fired_timer: str | None, claims: tuple[Claim, ...],
+             actor: str = audit.CLIENT) -> CommitOps:
+        return self.plan.ops(decision, self.clock.now_ms(), fired_timer, claims, actor)
 
     async def hold_tx_id(self, record: Verification) -> bool:
         """Take the tx_id of a verification about to be created before anything else is done for
@@ -136,7 +138,7 @@ class Transactor:
             return Tick(self.clock.now_ms())
 
         try:
-            decision = await self.apply(holder_id, tick)
+            decision = await self.apply(holder_id, tick, actor=audit.TIMER)
         except UnknownVerificationError:
             return False
         return not decision.record.is_live
@@ -149,11 +151,13 @@ class Transactor:
         client_id: str | None = None,
         fired_timer: str | None = None,
         claims: Callable[[Decision], Sequence[Claim]] | None = None,
+        actor: str = audit.CLIENT,
     ) -> Decision:
         """Decide `build_event(record)` on the stored record and commit it, retrying lost races.
 
         `claims` names unique keys the commit must take with the decision (a provider event id, a
-        tx_id again): when one is held, nothing is written and ClaimTakenError is raised."""
+        tx_id again): when one is held, nothing is written and ClaimTakenError is raised. `actor`
+        (the API client, `provider:<id>`, the timer) is who the audit trail says caused it."""
         for attempt in range(MAX_COMMIT_TRIES):
             record = await self.store.load(verification_id)
             if record is None or (client_id is not None and record.client_id != client_id):
@@ -162,7 +166,7 @@ class Transactor:
             if not decision.changed:
                 return decision
             taken = tuple(claims(decision)) if claims is not None else ()
-            result = await self.store.commit(self._ops(decision, fired_timer, taken))
+            result = await self.store.commit(self._ops(decision, fired_timer, taken, actor))
             if result.status is CommitStatus.OK:
                 await self._after_commit(decision)
                 return decision
@@ -174,6 +178,7 @@ class Transactor:
 
     async def apply_batch(
         self, requests: Sequence[tuple[str, Callable[[Verification], Event], str | None]],
+        actor: str = audit.CLIENT,
     ) -> list[Decision | None]:
         """`apply` to many verifications in two round trips, one pipelined read and one pipelined
         commit (each commit still its own compare-and-set). Each request is (verification id,
@@ -187,7 +192,7 @@ class Transactor:
                 continue
             decision = decisions[index] = self.decide(record, build_event(record))
             if decision.changed:
-                pending.append((index, decision, self._ops(decision, fired_timer, ())))
+                pending.append((index, decision, self._ops(decision, fired_timer, (), actor)))
         results = await self.store.commit_many([ops for _, _, ops in pending])
         for (index, decision, _), result in zip(pending, results, strict=True):
             if result.status is CommitStatus.OK:
@@ -197,7 +202,7 @@ class Transactor:
             verification_id, build_event, fired_timer = requests[index]
             try:
                 decisions[index] = await self.apply(verification_id, _awaitable(build_event),
-                                                    fired_timer=fired_timer)
+                                                    fired_timer=fired_timer, actor=actor)
             except UnknownVerificationError:
                 decisions[index] = None
         return decisions

@@ -87,14 +87,16 @@ def test_client_commands_leave_out_idle_timer_claims() -> None:
 def test_baseline_commit_arguments_match_veriflows_layout() -> None:
     """The baseline sends the same COMMIT arguments veriflow's CommitOps builds for the step."""
     wrong = CommitOps("r", "t", "o", expected_version=1, new_version=2, ttl_ms=5000,
-                      fields={"last_code": "4013", "attempts_left": "2"})
-    assert baseline.commit_args(1, 5000, {"last_code": "4013", "attempts_left": "2"}) == wrong.script_args()[1]
+                      fields={"last_code": "4013", "attempts_left": "2", "@2": "e"})
+    assert baseline.commit_args(1, 5000, {"last_code": "4013", "attempts_left": "2", "@2": "e"}) == wrong.script_args()[1]
     right = CommitOps("r", "t", "o", expected_version=2, new_version=3, ttl_ms=9000,
                       fields={"state": "verified"}, deleted=["code_hash"],
-                      timers_add=[(77, "id|result|77")], timers_remove=["id|session|55"], outbox=[b"{}"])
+                      timers_add=[(77, "id|result|77")], timers_remove=["id|session|55"], outbox=[b"{}"],
+                      counts=[("l", "sms|code_sent", -1, 0), ("l", "sms|verified", 1, 0)])
     assert baseline.commit_args(2, 9000, {"state": "verified"}, deleted=("code_hash",),
                                 zadd=((77, "id|result|77"),), zrem=("id|session|55",),
-                                outbox=(b"{}",)) == right.script_args()[1]
+                                outbox=(b"{}",),
+                                counts=(("sms|code_sent", -1, 0), ("sms|verified", 1, 0))) == right.script_args()[1]
 
 
 def test_load_spec_names_everything_the_generator_needs() -> None:

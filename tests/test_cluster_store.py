@@ -305,6 +305,23 @@ class TestEngine:
         assert int(await api.rt.store.redis.hget(user_key, "version")) == user_version + 2, "a failure counted"
 
 
+    async def test_audit_trail_and_console_counters_on_every_primary(self, api: Api) -> None:
+        """The trail, the client's live and outcome counters and the tx_id lookup are written in
+        each verification's own slot; the console sums them over shards on every primary."""
+        ids = [(await api.start(phone=f"0108888{n:04d}", tx_id=f"c-{n}"))["id"] for n in range(12)]
+        for vid in ids[:4]:
+            await api.call("POST", f"/v1/verifications/{vid}/cancel")
+        status, summary = await api.call("GET", "/v1/console/summary")
+        assert status == 200
+        assert summary["live"]["by_state"] == [{"channel": "sms", "state": "code_sent", "status": "pending",
+                                                "count": 8}]
+        status, events = await api.call("GET", f"/v1/verifications/{ids[0]}/events")
+        assert [(e["from"], e["to"], e["actor"]) for e in events["events"]] == [
+            (None, "code_sent", "client"), ("code_sent", "canceled", "client")]
+        status, found = await api.call("GET", "/v1/console/verifications?q=c-0")
+        assert [r["verification"]["id"] for r in found["results"]] == [ids[0]]
+
+
 class TestReplication:
     async def test_wait_after_a_commit_is_acknowledged_by_the_replica(
             self, store_client: RedisCluster, redis_cluster: Cluster) -> None:

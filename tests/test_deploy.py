@@ -206,6 +206,16 @@ class TestPackaging:
             assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), f"config/{name} is not shipped"
 
 
+    def test_console_files_are_package_data(self):
+        """The console's page, scripts, styles and vendored library ship in the wheel."""
+        patterns = self.pyproject()["tool"]["setuptools"]["package-data"]["service.console"]
+        static = ROOT / "service" / "console"
+        files = [str(p.relative_to(static)) for p in (static / "static").rglob("*") if p.is_file()]
+        assert "static/index.html" in files
+        for name in files:
+            assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), f"{name} is not shipped"
+
+
 def panels() -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for panel in json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]:

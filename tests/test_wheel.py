@@ -68,6 +68,9 @@ def test_installed_wheel_serves_with_its_packaged_config(tmp_path: Path) -> None
     assert (site / "service" / "_config" / "defaults.yaml").is_file()
     assert (site / "service" / "_config" / "catalog.yaml").is_file()
     assert not (site / "config").exists(), "no top-level `config` package in site-packages"
+    console = site / "service" / "console" / "static"
+    for name in ("index.html", "app.js", "style.css", "vendor/mermaid.min.js", "vendor/mermaid.LICENSE"):
+        assert (console / name).is_file(), f"the console's {name} is in the wheel"
 
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFLOW_") and k != "PYTHONPATH"}

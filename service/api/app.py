@@ -6,9 +6,10 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import middleware, providers, verifications
+from service.api import audit, middleware, providers, verifications
 from service.api.context import CLIENTS, RUNTIME
 from service.api.openapi import openapi_document
+from service.console.routes import add_console
 from service.jsonio import json_response
 from service.motp import routes as motp_routes
 from service.providers.wiring import simulator_webhook
@@ -51,6 +52,8 @@ def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
     app.router.add_routes(verifications.routes)
     app.router.add_routes(motp_routes.routes)
     app.router.add_routes(providers.routes)
+    app.router.add_routes(audit.routes)
+    add_console(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

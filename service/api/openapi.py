@@ -136,6 +136,51 @@ OPERATIONS.update({
         VERIFICATION, {404: "4001 unknown", 409: "3005 fallback to that channel not offered / 4007 tx_id in use",
                        422: "2910/4016 refused by the carrier"}, FALLBACK),
 })
+# ---- the audit trail and the operator console ----
+NULLABLE = {"type": ["string", "null"]}
+AUDIT_EVENT = {"type": "object", "required": ["at", "from", "to", "trigger", "actor", "code", "detail_code"],
+               "properties": {
+                   "at": {"type": "string", "format": "date-time"},
+                   "from": {**NULLABLE, "description": "the machine state before; null for the creation"},
+                   "to": {"type": "string"}, "trigger": {"type": "string", "example": "confirm"},
+                   "actor": {"type": "string", "example": "client",
+                             "description": "client, provider:<id> or timer (an expiry is always the timer's)"},
+                   "code": NULLABLE, "detail_code": NULLABLE}}
+EVENTS = {"type": "object", "required": ["events"],
+          "properties": {"events": {"type": "array", "items": AUDIT_EVENT}}}
+COUNTED = {"type": "integer", "minimum": 1}
+CONSOLE_SUMMARY = {"type": "object", "properties": {
+    "client_id": {"type": "string"},
+    "live": {"type": "object", "properties": {"total": {"type": "integer"}, "by_state": {"type": "array", "items": {
+        "type": "object", "properties": {"channel": {"type": "string"}, "state": {"type": "string"},
+                                         "status": {"type": "string"}, "count": COUNTED}}}}},
+    "outcomes": {"type": "object", "properties": {
+        "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"},
+        "by_code": {"type": "array", "items": {"type": "object", "properties": {
+            "channel": {"type": "string"}, "status": {"type": "string"}, "code": NULLABLE, "count": COUNTED,
+            "messages": {"type": ["object", "null"], "properties": {
+                "ko": {"type": "string"}, "en": {"type": "string"}}}}}}}}}}
+CONSOLE_SEARCH = {"type": "object", "properties": {"query": {"type": "string"}, "results": {"type": "array", "items": {
+    "type": "object", "properties": {
+        "verification": VERIFICATION, "events": {"type": "array", "items": AUDIT_EVENT},
+        "diagram": {"type": "object", "properties": {
+            "channel": {"type": "string"}, "mermaid": {"type": "string"},
+            "visited": {"type": "array", "items": {"type": "string"}},
+            "path": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}}}}}}}
+OPERATIONS.update({
+    ("GET", "/v1/verifications/{id}/events"): _op(
+        "The verification's audit trail, oldest first (no personal data)", 200, EVENTS,
+        {401: "4101 bad API key", 404: "4001 unknown"}),
+    ("GET", "/v1/console/summary"): _op(
+        "Console: the client's live verifications by channel and state, outcomes of the last hour by code",
+        200, CONSOLE_SUMMARY, {401: "4101 bad API key"}),
+    ("GET", "/v1/console/verifications"): {
+        **_op("Console: the client's verifications by id or tx_id, with their timelines and state diagrams",
+              200, CONSOLE_SEARCH, {400: "3001 q missing or too long", 401: "4101 bad API key"}),
+        "parameters": [{"name": "q", "in": "query", "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
+    },
+})
 CONFIRM_CODELESS = {"description": "SMS: the code; ARS and PASS: an empty object (asks whether the user has finished)",
                     "oneOf": [CODE, {"type": "object"}]}
 OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["requestBody"] = {"required": False, **_json(CONFIRM_CODELESS)}

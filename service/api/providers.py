@@ -33,6 +33,7 @@ from service.errors import ApiError, ClaimTakenError, UnknownVerificationError, 
 from service.jsonio import json_response
 from service.providers.config import SIMULATOR
 from service.providers.references import parse_reference
+from service.store import audit
 from service.store.plan import Claim
 
 log = structlog.get_logger("veriflow.providers")
@@ -93,7 +94,8 @@ async def provider_event(request: web.Request) -> web.Response:
         return ProviderReport(now, event_type, code, detail_code, generation)
 
     try:
-        decision = await rt.transactor.apply(verification_id, report, claims=lambda _: (claim,))
+        decision = await rt.transactor.apply(verification_id, report, claims=lambda _: (claim,),
+                                             actor=audit.provider(provider))
     except UnknownVerificationError:
         log.info("provider_event.ignored", reason="unknown verification")
         return acknowledge("ignored", event_id)

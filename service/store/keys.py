@@ -73,6 +73,19 @@ class Keys:
         """Where a client's tx_id is claimed: the same shard whatever the channel, so it is unique."""
         return self.shard_of(f"{client_id}\0{tx_id}")
 
+    def tx_lookup(self, shard: int, client_id: str, tx_id: str) -> str:
+        """The newest finished verification of a client's tx_id in `shard` (its own), as long as its
+        record lives: the tx claim, which names a live one, is given back when it ends."""
+        return f"vf:{{{shard}}}:txv:{digest(client_id + chr(0) + tx_id)}"
+
+    def live(self, shard: int, client_id: str) -> str:
+        """A client's live verifications in `shard`, counted by `channel|state`."""
+        return f"vf:{{{shard}}}:live:{digest(client_id)}"
+
+    def outcomes(self, shard: int, client_id: str, bucket: int) -> str:
+        """A client's outcomes in `shard` during one bucket of time, counted by `channel|status|code`."""
+        return f"vf:{{{shard}}}:outcomes:{digest(client_id)}:{bucket}"
+
     def idempotency(self, client_id: str, key: str) -> str:
         tag = digest(client_id + chr(0) + key)
         return f"vf:{{idem:{tag}}}:response"

@@ -1,8 +1,9 @@
 """From a decision to the writes of its commit: pure, so every rule here is tested without Redis.
 
 A decision's record fields (only those that changed), its timers, its outbox entries, the mOTP
-user it changed and the unique claims it takes or gives back become one `CommitOps`, which the
-store runs as one atomic script call.
+user it changed, the unique claims it takes or gives back, its audit trail entries and the
+client's live and outcome counters become one `CommitOps`, which the store runs as one atomic
+script call.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from machines.record import Verification, changed_fields
 from machines.vocabulary import Status
 from service.effects import entries
 from service.settings import Settings
+from service.store import audit
 from service.store.keys import Keys, motp_user_key, shard_in, timer_member
 from service.store.store import CommitOps, Companion
 
 CLAIM_MARGIN_S = 60  # a tx_id claim outlives its verification's last deadline by this much
+OUTCOME_BUCKET_MS = 300_000  # outcomes are counted per client in buckets of five minutes
+OUTCOME_KEEP_MS = 3_600_000  # kept for an hour after their bucket closes
+CODED_OUTCOMES = (Status.VERIFIED, Status.FAILED, Status.EXPIRED)  # canceled, completed: no code of their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class CommitPlanner:
         return record.tx_id is None or self.keys.tx_shard(record.client_id, record.tx_id) == shard_in(record.id)
 
     def ops(self, decision: Decision, now_ms: int, fired_timer: str | None = None,
-            claims: tuple[Claim, ...] = ()) -> CommitOps:
+            claims: tuple[Claim, ...] = (), actor: str = audit.CLIENT) -> CommitOps:
         before, after = decision.before, decision.record
         version = before.version + 1
         after_versioned = replace(after, version=version)
@@ -67,7 +72,14 @@ class CommitPlanner:
             fields=fields,
             deleted=deleted,
             claims=[(c.key, c.value, c.ttl_ms) for c in claims],
+            counts=self.counts(decision, now_ms),
         )
+        if decision.steps:  # the audit trail: one field of the record per commit (see service.store.audit)
+            ops.fields[audit.field_name(version)] = audit.encode_all(decision.steps, actor,
+                                                                      creation=before.version == 0)
+        if after.tx_id and not after.is_live:  # found by tx_id once its tx claim is given back
+            lookup = self.keys.tx_lookup(shard, after.client_id, after.tx_id)
+            ops.links.append((lookup, after.id if decision.ended else ""))
         if fired_timer is not None:
             ops.timers_remove.append(fired_timer)
         for effect in decision.effects:
@@ -86,6 +98,29 @@ class CommitPlanner:
         if decision.ended and claim is not None and self.claim_in_slot(after):
             ops.releases.append((claim.key, claim.value))
         return ops
+
+    def counts(self, decision: Decision, now_ms: int) -> list[tuple[str, str, int, int]]:
+        """The client's live verifications by `channel|state` (exact as of each commit: one whose
+        deadline passed counts until its timer or a read expires it), and its outcomes by
+        `channel|status|code` in five-minute buckets."""
+        before, after = decision.before, decision.record
+        shard = shard_in(after.id)
+        live = self.keys.live(shard, after.client_id)
+        was = f"{before.channel}|{before.state}" if before.version > 0 and before.is_live else None
+        now = f"{after.channel}|{after.state}" if after.is_live else None
+        out: list[tuple[str, str, int, int]] = []
+        if was != now:
+            if was is not None:
+                out.append((live, was, -1, 0))
+            if now is not None:
+                out.append((live, now, 1, 0))
+        if after.status is not before.status and after.status is not Status.PENDING:
+            code = (after.last_code or "") if after.status in CODED_OUTCOMES else ""
+            bucket = now_ms // OUTCOME_BUCKET_MS
+            ttl_ms = (bucket + 1) * OUTCOME_BUCKET_MS + OUTCOME_KEEP_MS - now_ms
+            out.append((self.keys.outcomes(shard, after.client_id, bucket),
+                        f"{after.channel}|{after.status}|{code}", 1, ttl_ms))
+        return out
 
     def companion(self, before: MotpUser, after: MotpUser) -> Companion:
         fields, deleted = motp_user.changed_fields(before, after)

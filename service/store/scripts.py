@@ -9,7 +9,11 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # ARGV: expected version ("0": the record must not exist), new version, record ttl ms ("0": no
 #       expiry), then counted groups: n (field value)*, n field*, n (score member)*, n member*,
 #       n payload*, n (key-index value ttl-ms)*, n (key-index value)*,
+#       n (key-index value)* keys that live as long as the record (value "": only their expiry),
+#       n (key-index field delta ttl-ms)* counters (a hash field that falls to 0 is deleted),
 #       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*
+# The linked keys take the record's expiry on every commit, so they live exactly as long as it.
+# (The audit trail is fields of the record itself: see store.plan.)
 # The companion is a second hash in the same slot (an mOTP user beside its verification),
 # compare-and-set on its own version: both change in one step, or neither. A companion whose
 # new version equals the expected one is only checked, not written.
@@ -32,6 +36,8 @@ local zrem_at, n_zrem = group(1)
 local xadd_at, n_xadd = group(1)
 local claim_at, n_claim = group(3)
 local release_at, n_release = group(2)
+local link_at, n_link = group(2)
+local count_at, n_count = group(4)
 
 local companion, companion_new, cset_at, n_cset, cdel_at, n_cdel
 if tonumber(ARGV[i] or '0') == 1 then
@@ -60,7 +66,24 @@ for f = 0, n_set - 1 do
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if n_del > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, del_at, del_at + n_del - 1)) end
-if ARGV[3] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local function follow(key)
+  if ARGV[3] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[3]) end
+end
+follow(KEYS[1])
+for l = 0, n_link - 1 do
+  local key = KEYS[tonumber(ARGV[link_at + l * 2])]
+  local value = ARGV[link_at + l * 2 + 1]
+  if value ~= '' then redis.call('SET', key, value) end
+  follow(key)
+end
+for c = 0, n_count - 1 do
+  local at = count_at + c * 4
+  local key = KEYS[tonumber(ARGV[at])]
+  if tonumber(redis.call('HINCRBY', key, ARGV[at + 1], ARGV[at + 2])) <= 0 then
+    redis.call('HDEL', key, ARGV[at + 1])
+  end
+  if ARGV[at + 3] ~= '0' then redis.call('PEXPIRE', key, ARGV[at + 3]) end
+end
 if n_zadd > 0 then redis.call('ZADD', KEYS[2], unpack(ARGV, zadd_at, zadd_at + n_zadd * 2 - 1)) end
 if n_zrem > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, zrem_at, zrem_at + n_zrem - 1)) end
 for x = 0, n_xadd - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[xadd_at + x]) end

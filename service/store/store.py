@@ -63,6 +63,8 @@ class CommitOps:
     outbox: list[bytes] = field(default_factory=list)
     claims: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, ttl ms
     releases: list[tuple[str, str]] = field(default_factory=list)  # key, holder value
+    links: list[tuple[str, str]] = field(default_factory=list)  # key, value ("": keep) living as the record
+    counts: list[tuple[str, str, int, int]] = field(default_factory=list)  # key, field, delta, ttl ms
     companion: Companion | None = None
     persistent: bool = False  # the record never expires (an mOTP user written on its own)
 
@@ -87,6 +89,14 @@ class CommitOps:
         for key, value in self.releases:
             keys.append(key)
             args += [len(keys), value]
+        args.append(len(self.links))
+        for key, value in self.links:
+            keys.append(key)
+            args += [len(keys), value]
+        args.append(len(self.counts))
+        for key, name, delta, ttl_ms in self.counts:
+            keys.append(key)
+            args += [len(keys), name, delta, ttl_ms]
         if self.companion is None:
             args.append(0)
         else:
