@@ -158,8 +158,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", default=os.environ.get("VERIFLOW_REDIS_URL"))
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with other baseline processes")
     args = parser.parse_args()
-    web.run_app(build_app(args.redis), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(build_app(args.redis), host="127.0.0.1", port=args.port, print=None, access_log=None,
+                reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

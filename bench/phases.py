@@ -66,18 +66,21 @@ def run_load(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_apis(stack: Stack, kind: str, count: int) -> tuple[list[str], list[subprocess.Popen[bytes]]]:
-    """`count` veriflow API processes (or baseline apps), each on its own port; the load
-    generator spreads its connections over them round-robin."""
-    bases, started = [], []
-    for n in range(count):
-        port = procs.free_port()
-        if kind == "veriflow":
-            args = procs.service_args("api", port)
-        else:
+    """`count` veriflow API processes (or baseline apps) on one port, sharing it with
+    SO_REUSEPORT: veriflow as `api --workers N`, the baseline as N processes started alike."""
+    port = procs.free_port()
+    started = []
+    if kind == "veriflow":
+        args = procs.service_args("api", port) + (["--workers", str(count)] if count > 1 else [])
+        started.append(stack.processes.start(f"{kind}-api-{count}", args, stack.env(), port))
+    else:
+        for n in range(count):
             args = [sys.executable, "-m", "bench.baseline", "--port", str(port), "--redis", stack.redis_url]
-        started.append(stack.processes.start(f"{kind}-api-{count}-{n}", args, stack.env(), port))
-        bases.append(f"http://{HOST}:{port}")
-    return bases, started
+            args += ["--reuse-port"] if count > 1 else []
+            started.append(stack.processes.start(f"{kind}-api-{count}-{n}", args, stack.env(), port))
+    if count > 1:
+        time.sleep(1)  # the port answers once the first process listens: let the others bind too
+    return [f"http://{HOST}:{port}"], started
 
 
 async def seed_confirms(stack: Stack, count: int) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from service import settings as settings_module
 from service.api.app import build_app
 from service.api.context import RUNTIME
 from service.catalog import Catalog
+from service.processes import run_forked
 from service.providers.wiring import simulator_webhook
 from service.runtime import Runtime, build_runtime, store_options
 from service.safety import refuse_unsafe
@@ -26,6 +27,7 @@ from service.simulator.app import Simulator
 from service.store.health import wait_for_store
 
 log = structlog.get_logger("veriflow")
+MAX_PROCESSES = 64
 
 
 def announce(settings: Settings, rt: Runtime) -> None:
@@ -98,6 +100,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if name in {"serve", "api"}:
             command.add_argument("--reuse-port", action="store_true",
                                  help="share the port with other veriflow processes (SO_REUSEPORT)")
+            command.add_argument("--workers", type=int, default=1, metavar="N",
+                                 help="run N processes on the one port (SO_REUSEPORT; needs VERIFLOW_REDIS_URL, "
+                                      "and no simulator); SIGTERM drains them all")
         if name == "serve":
             command.add_argument(
                 "--simulator", action=argparse.BooleanOptionalAction, default=None,
@@ -134,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     if settings.redis_url is not None and not asyncio.run(
             wait_for_store(settings.redis_url, store_options(settings), settings.store.connect_timeout_s)):
         raise SystemExit(1)
+    processes = getattr(args, "workers", 1)
+    if processes != 1:
+        raise SystemExit(serve_forked(settings, host, port, processes, simulator=simulator,
+                                      workers=args.command == "serve"))
     try:
         if args.command == "worker":
             asyncio.run(run_worker(settings))
@@ -147,6 +156,27 @@ def main(argv: list[str] | None = None) -> None:
         print(f"veriflow: the store is unreachable ({exc.__class__.__name__}: {exc})",  # noqa: T201
               file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def serve_forked(settings: Settings, host: str, port: int, count: int, *, simulator: bool, workers: bool) -> int:
+    """`count` processes on one port. Each keeps its state in the shared store, so the embedded
+    store (one per process) and the simulator (its memory is per process) cannot be spread."""
+    if settings.redis_url is None or simulator:
+        print("veriflow: refusing to start: --workers needs VERIFLOW_REDIS_URL and no --simulator "  # noqa: T201
+              "(each process would keep its own state)", file=sys.stderr, flush=True)
+        return 2
+    if not 1 < count <= MAX_PROCESSES:
+        print(f"veriflow: refusing to start: --workers is 1 to {MAX_PROCESSES}", file=sys.stderr, flush=True)  # noqa: T201
+        return 2
+
+    def serve_one() -> None:
+        try:
+            asyncio.run(run_server(settings, host, port, simulator=False, workers=workers, reuse_port=True))
+        except (StartupError, ConfigError, RedisError, OSError) as exc:
+            print(f"veriflow: cannot start: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+            raise SystemExit(1) from None
+
+    return run_forked(count, serve_one)
 
 
 async def run_server(settings: Settings, host: str, port: int, *, simulator: bool, workers: bool,
