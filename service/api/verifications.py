@@ -134,6 +134,8 @@ async def fallback(request: web.Request) -> web.Response:
     shell = CHANNELS[channel]
     admission = Admission(rt, request[CLIENT_ID])
 
+    starts: dict[tuple[int, int], Start | StartCall] = {}  # the upstream is asked once per request
+
     async def switch(record: Verification) -> Event:
         now = rt.clock.now_ms()
         offered = channel.value in (record.fallback or "").split(",")
@@ -141,9 +143,12 @@ async def fallback(request: web.Request) -> web.Response:
             return SwitchChannel(now, channel.value)  # not offered: the machine answers 409
         if not deadline_passed(record, now):  # else the offer is withdrawn first: a 409, not a send
             await admission.send(record)  # counted once, before the new channel asks the upstream
-        start = await shell.start_event(rt, record, rt.secrets.subject(record), now)
-        assert isinstance(start, Start | StartCall)  # noqa: S101 - what a channel that takes over starts with
-        return SwitchChannel(now, channel.value, start)
+        generations = (record.code_generation, record.call_generation)
+        if generations not in starts:
+            start = await shell.start_event(rt, record, rt.secrets.subject(record), now)
+            assert isinstance(start, Start | StartCall)  # noqa: S101 - what a channel that takes over starts with
+            starts[generations] = start
+        return SwitchChannel(now, channel.value, starts[generations])
 
     def tx_claim(decision: Decision) -> tuple[Claim, ...]:
         """The tx_id was released when the verification failed: a live flow takes it back."""
