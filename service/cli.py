@@ -17,13 +17,13 @@ from service import settings as settings_module
 from service.api.app import build_app
 from service.api.context import RUNTIME
 from service.catalog import Catalog
-from service.processes import run_forked
 from service.providers.wiring import simulator_webhook
 from service.runtime import Runtime, build_runtime, store_options
-from service.safety import refuse_unsafe
-from service.serving import StartupError, run_until_stopped
 from service.settings import ConfigError, Settings
 from service.simulator.app import Simulator
+from service.startup.forking import run_forked
+from service.startup.safety import refuse_unsafe
+from service.startup.serving import StartupError, run_until_stopped
 from service.store.health import wait_for_store
 
 log = structlog.get_logger("veriflow")

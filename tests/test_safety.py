@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from service import safety
+from service.startup import safety
 from service import settings as settings_module
 from tests.conftest import free_port
 from tests.test_processes import Process, processes, wait_ready  # noqa: F401 - the fixture
