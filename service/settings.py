@@ -229,7 +229,8 @@ def parse_api_keys(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         client_id, sep, key = item.partition(":")
         if not sep or not client_id or len(key) < 8:  # noqa: PLR2004 - short keys are guessable
-            msg = "VERIFLOW_API_KEYS must be client_id:api_key pairs with keys of 8+ characters"
+            msg = ("VERIFLOW_API_KEYS must be client_id:api_key pairs with keys of 8+ characters "
+                   "(16+ with VERIFLOW_REDIS_URL)")
             raise ConfigError(msg)
         if client_id in keys or key in keys.values():
             msg = f"VERIFLOW_API_KEYS names client {client_id!r} or its key twice"
