@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from service.startup import safety
 from service import settings as settings_module
+from service.startup import safety
 from tests.conftest import free_port
 from tests.test_processes import Process, processes, wait_ready  # noqa: F401 - the fixture
 
