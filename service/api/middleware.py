@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,7 +16,7 @@ from machines.vocabulary import Code
 from service.api import idempotency as held_keys
 from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
 from service.api.envelope import render_for
-from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error
+from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error, invalid
 from service.store.health import RETRY_AFTER_S, STORE_FAULTS, describe, store_fault
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -30,6 +31,8 @@ PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
 # (`idempotency.lease_s`): a process that dies mid-request releases it within the lease.
 # Answers are kept `idempotency.ttl_s`.
 TOO_MANY = 429
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}", re.ASCII)
 
 
 @web.middleware
@@ -43,9 +46,7 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
             raise
-        # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
-        code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
-        return render_for(request, ApiError(code, http_status=exc.status, description=exc.reason))
+        return render_for(request, http_refusal(exc))
     except Exception as exc:
         fault = store_fault(exc)  # a store fault is 503 9999 and one short line, never a traceback
         if fault is None:
@@ -56,6 +57,18 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     if response.status == UNAVAILABLE_STATUS and "Retry-After" not in response.headers:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def http_refusal(exc: web.HTTPException) -> ApiError:
+    """aiohttp's own refusals, named for what they are: no such route (3007), a method the route
+    does not take (3008, keeping the Allow header), anything else (a body too large) 3001."""
+    if isinstance(exc, web.HTTPNotFound):
+        return ApiError(Code.ROUTE_NOT_FOUND)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ApiError(Code.METHOD_NOT_ALLOWED, headers={"Allow": allowed},
+                        description=f"{exc.method} is not allowed here; allowed: {allowed}")
+    return ApiError(Code.INVALID_REQUEST, http_status=exc.status, description=exc.reason)
 
 
 @web.middleware
@@ -90,6 +103,8 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     key = request.headers.get("Idempotency-Key")
     if request.method != "POST" or not key or CLIENT_ID not in request:
         return await handler(request)
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise invalid(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")
     rt = request.app[RUNTIME]
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)
