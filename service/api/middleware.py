@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,9 +13,10 @@ from aiohttp import web
 
 from machines.vocabulary import Code
 from service.api import idempotency as held_keys
+from service.api import validation
 from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
 from service.api.envelope import render_for
-from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error, invalid
+from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error
 from service.store.health import RETRY_AFTER_S, STORE_FAULTS, describe, store_fault
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,8 +31,6 @@ PERSONAL_DATA_ROUTES = frozenset({"/v1/results"})
 # (`idempotency.lease_s`): a process that dies mid-request releases it within the lease.
 # Answers are kept `idempotency.ttl_s`.
 TOO_MANY = 429
-MAX_IDEMPOTENCY_KEY = 255
-IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}", re.ASCII)
 
 
 @web.middleware
@@ -103,8 +101,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
     key = request.headers.get("Idempotency-Key")
     if request.method != "POST" or not key or CLIENT_ID not in request:
         return await handler(request)
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise invalid(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")
+    validation.idempotency_key(key)
     rt = request.app[RUNTIME]
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
 
 import orjson
 import structlog
@@ -42,18 +41,14 @@ routes = web.RouteTableDef()
 PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}", re.ASCII)
 
 
-def required(body: dict[str, Any], name: str, limit: int) -> str:
-    return validation.text(body, name, limit=limit) or ""  # text() raises 3001 when it is missing
-
-
 def event_fields(raw: bytes) -> tuple[str, str, str, str, str | None]:
     """`{"event_id", "type", "reference", "code", "detail_code"?}` (contract section 6), or 400 3001."""
     try:
         body = validation.object_body(orjson.loads(raw))
     except orjson.JSONDecodeError:
         raise invalid("the body is not valid JSON") from None
-    return (required(body, "event_id", 128), required(body, "type", 64), required(body, "reference", 128),
-            required(body, "code", 16), validation.text(body, "detail_code", required=False, limit=16))
+    event = validation.provider_event(body)
+    return event.event_id, event.type, event.reference, event.code, event.detail_code
 
 
 def acknowledge(outcome: str, event_id: str | None) -> web.Response:
