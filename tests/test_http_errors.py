@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.api import idempotency as held_keys
 from service.api.app import build_app
 from service.api.protocol import EnvelopedRunner
 from service.logging import configure
@@ -125,3 +126,15 @@ def test_standard_library_loggers_write_json():
         structlog.reset_defaults()
     record = json.loads(stream.getvalue().splitlines()[-1])
     assert (record["event"], record["logger"], record["level"]) == ("GET /x", "aiohttp.access", "warning")
+
+
+def test_a_kept_answer_whose_sealed_body_begins_with_a_brace_reads_back(runtime: Runtime):
+    """The raw sealed body may begin with any byte; "{" once read as the former JSON form (500)."""
+    for attempt in range(5000):
+        body = f'{{"n": {attempt}}}'.encode()
+        record = held_keys.answer("ab" * 32, 200, body, runtime.secrets, "slot")
+        held = held_keys.decode(record)
+        if (held.body or b"")[:1] == b"{":
+            assert held_keys.answer_body(held, runtime.secrets, "slot") == body
+            return
+    pytest.fail("no sealed body began with a brace")

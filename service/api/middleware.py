@@ -99,9 +99,9 @@ def client_table(api_keys: dict[str, str]) -> dict[bytes, str]:
 async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The same Idempotency-Key with the same body answers the first response again."""
     key = request.headers.get("Idempotency-Key")
-    if request.method != "POST" or not key or CLIENT_ID not in request:
+    if request.method != "POST" or key is None or CLIENT_ID not in request:
         return await handler(request)
-    validation.idempotency_key(key)
+    validation.idempotency_key(key)  # present: 1 to 255 printable ASCII characters, else 400 3001
     rt = request.app[RUNTIME]
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)

@@ -52,7 +52,8 @@ NON_BLANK = r"\S"  # somewhere a character that is not white space (the server s
 CODE_DIGITS = r"^[0-9]{4,10}$"
 VERIFICATION_ID = r"^[0-9a-f]{28}$"
 PROVIDER_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
-IDEMPOTENCY_KEY = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$"
+# Printable ASCII, not only spaces (HTTP drops the spaces around a header value).
+IDEMPOTENCY_KEY = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$"
 # The callback URLs the service always accepts: http(s) with a DNS name (a name is judged on
 # connection). IP literals of public addresses, ports and queries are accepted as well; addresses
 # on loopback, private or link-local networks and localhost names are refused (400 3001).
@@ -84,7 +85,7 @@ TxId = Annotated[str, Meta(max_length=MAX_TEXT, pattern=NON_BLANK, description=(
 ServiceName = Annotated[str, Meta(max_length=MAX_SERVICE_NAME, pattern=NON_BLANK)]
 # The server judges the URL itself (`check_callback_url`): the type checks the length, and the
 # document publishes the pattern of the form always accepted.
-CallbackUrl = Annotated[str, Meta(max_length=MAX_URL, pattern=NON_BLANK, extra_json_schema={"pattern": CALLBACK_URL},
+CallbackUrl = Annotated[str, Meta(max_length=MAX_URL, extra_json_schema={"pattern": CALLBACK_URL},
                                   examples=["https://merchant.example.com/veriflow"], description=(
     "POSTed, signed, when the verification is verified or ends. The pattern is the form always "
     "accepted; a public IP literal, a port or a query are accepted too, a loopback, private or "
