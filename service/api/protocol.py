@@ -2,15 +2,16 @@
 
 aiohttp refuses a request it cannot parse (a header line or field over `max_line_size` /
 `max_field_size`, too many headers, a bad request line) before routing, so no middleware sees it,
-and its `RequestHandler.handle_error` answers text/plain. The runner here keeps aiohttp's handling
-(the log line, the closed connection) and answers the JSON envelope instead: 400 `3001` naming
-what was wrong, or 500 `9999`.
+and its `RequestHandler.handle_error` answers text/plain. The runner here answers the JSON envelope instead:
+400 `3001` naming what was wrong (logged as one JSON line, without aiohttp's traceback: the
+client's fault), or 500 `9999` (aiohttp logs the traceback); the connection is closed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -21,6 +22,7 @@ from service.catalog import Catalog
 from service.errors import ApiError
 
 SERVER_ERROR = 500
+log = structlog.get_logger("veriflow.http")
 
 
 class EnvelopedRequestHandler(RequestHandler):
@@ -32,12 +34,17 @@ class EnvelopedRequestHandler(RequestHandler):
 
     def handle_error(self, request: BaseRequest, status: int = SERVER_ERROR, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs it, and refuses once a response began
         if status >= SERVER_ERROR:
+            super().handle_error(request, status, exc, message)  # the traceback; refuses once a response began
             error = ApiError(Code.INTERNAL_ERROR, http_status=status)
         else:
-            reason = str(getattr(exc, "message", "") or message or "malformed HTTP request").splitlines()[0]
-            error = ApiError(Code.INVALID_REQUEST, http_status=status, description=reason[:200])
+            if request.writer.output_size > 0:
+                msg = "a response was already sent; the error cannot be answered"
+                raise ConnectionError(msg)
+            # The client's fault, not the server's: one line (JSON, as every line), no traceback.
+            reason = str(getattr(exc, "message", "") or message or "malformed HTTP request").splitlines()[0][:200]
+            log.warning("http.malformed_request", status=status, reason=reason)
+            error = ApiError(Code.INVALID_REQUEST, http_status=status, description=reason)
         response = render(error, self._catalog, request.headers.get("Accept-Language"))
         response.force_close()
         return response
