@@ -78,3 +78,5 @@ class Code(StrEnum):
     BAD_SIGNATURE = "3004"
     FALLBACK_NOT_OFFERED = "3005"
     RATE_LIMITED = "3006"  # over an abuse limit (contract section 9)
+    ROUTE_NOT_FOUND = "3007"  # no route has this path (not 4001, an unknown verification)
+    METHOD_NOT_ALLOWED = "3008"  # the route does not take this method (405 with Allow)

@@ -24,6 +24,13 @@ SECTION = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
 
 Key = tuple[str, str | None, str | None]  # code, variant, detail code
 
+# Rows the HTTP layer answers before any verification is involved (not an outcome of one, so not
+# in the README's tables of outcomes): the catalog and the OpenAPI document describe them.
+ROUTING: dict[Key, str] = {
+    ("3007", None, None): "a path no route has (404)",
+    ("3008", None, None): "a method the route does not take (405, with Allow)",
+}
+
 # How each row (and detail code) that no magic number asks for arises; any number will do.
 RULES: dict[Key, str] = {
     ("2000", None, None): "the right code (SMS, mOTP), the right digits keyed in (ARS), the approval (PASS)",

@@ -183,7 +183,8 @@ async def run_server(settings: Settings, host: str, port: int, *, simulator: boo
                      reuse_port: bool = False) -> None:
     app = await serve_app(settings, simulator=simulator, api=True, workers=workers)
     try:
-        await run_until_stopped(app, host, port, app[RUNTIME].store.ping, reuse_port=reuse_port)
+        await run_until_stopped(app, host, port, app[RUNTIME].store.ping, reuse_port=reuse_port,
+                                catalog=app[RUNTIME].catalog)
     except BaseException:
         await app[RUNTIME].close()  # a start-up that failed before the workers' clean-up could
         raise

@@ -14,6 +14,9 @@ SENSITIVE = {"name", "birth", "phone", "subject", "code", "otp", "key_token", "a
              "authorization", "text", "digits"}
 
 
+JSON_HANDLER = "veriflow_json"  # marks the handler configure() installed, so a second call replaces it
+
+
 def mask(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: mask_field(k, v) for k, v in value.items()}
@@ -37,8 +40,30 @@ def mask_personal_data(_: Any, __: str, event: MutableMapping[str, Any]) -> Muta
 
 
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """JSON lines to stdout (or `stream`, for tests, which then must not be cached)."""
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
+    """JSON lines to stdout (or `stream`, for tests, which then must not be cached).
+
+    The standard library's loggers (aiohttp's own: `aiohttp.server` for malformed HTTP,
+    `aiohttp.access`, `aiohttp.web`) write JSON lines too, through structlog's formatter."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, JSON_HANDLER, False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            mask_personal_data,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    ))
+    setattr(handler, JSON_HANDLER, True)
+    root.addHandler(handler)
+    root.setLevel(level)
     # transitions reports every callback at INFO: noise in the logs, and a cost on every request.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     structlog.configure(

@@ -48,6 +48,10 @@ class Metrics:
         )
         # veriflow_limit_refusals_total{limit}: requests refused with 3006, by the deciding limit.
         self.limit_refusal: Callable[[Refusal], None] = refusal_counter(self.registry)
+        self.webhook_refusals = Counter(
+            "veriflow_webhook_refusals", "Provider webhooks refused (401 3004), by reason: "
+            "bad_signature (missing, wrong or stale) or unknown_provider.", ["reason"], registry=self.registry,
+        )
         self.outbox_pending = Gauge(
             "veriflow_outbox_pending", "Outbox entries delivered but not yet acknowledged.",
             registry=self.registry,

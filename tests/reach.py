@@ -394,6 +394,16 @@ async def over_a_limit(api: Api, headers: Headers) -> Answer:
     return await api.call("POST", "/v1/verifications", start_body(phone), headers=headers)
 
 
+@case("3007", how="a path no route has")
+async def route_not_found(api: Api, headers: Headers) -> Answer:
+    return await api.call("GET", "/v1/no-such-route", headers=headers)
+
+
+@case("3008", how="a method the route does not take")
+async def method_not_allowed(api: Api, headers: Headers) -> Answer:
+    return await api.call("DELETE", "/v1/verifications", headers=headers)
+
+
 # Rows whose producer is written to the contract but that no path of this service answers yet,
 # and why: their tests are expected to fail (strictly: once the path exists, drop the entry).
 UNREACHABLE: dict[Key, str] = {}

@@ -296,8 +296,8 @@ class TestConfiguration:
 async def test_openapi_describes_end_user_ip_and_3006(api: Api):
     status, doc = await api.call("GET", "/openapi.json", key=None)
     assert status == 200
-    start = doc["paths"]["/v1/verifications"]["post"]
-    assert "end_user_ip" in start["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    for name in ("SmsStart", "ArsStart", "PassStart", "MotpStart"):
+        assert "end_user_ip" in doc["components"]["schemas"][name]["properties"]
     for path in ("/v1/verifications", "/v1/verifications/{id}/resend", "/v1/verifications/{id}/fallback"):
         refused = doc["paths"][path]["post"]["responses"]["429"]
         assert "3006" in refused["description"]

@@ -369,8 +369,9 @@ async def test_openapi_describes_the_motp_routes(api: Api):
     for path in ("/v1/motp/users", "/v1/motp/users/{user_id}", "/v1/motp/users/{user_id}/unlock"):
         assert path in doc["paths"]
     assert "/v1/motp/users/{user_id}/qr.svg" not in doc["paths"], "the secret is shown once, at enrolment"
-    assert "motp" in doc["paths"]["/v1/verifications"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"]["properties"]["channel"]["enum"]
+    motp_start = doc["components"]["schemas"]["StartBody"]["discriminator"]["mapping"]["motp"]
+    assert motp_start == "#/components/schemas/MotpStart"
+    assert doc["components"]["schemas"]["MotpStart"]["required"] == ["channel", "motp_user_id", "subject"]
 
 
 async def test_a_replayed_enrolment_answers_the_same_device_and_stores_no_secret(api: Api):

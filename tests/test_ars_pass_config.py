@@ -90,11 +90,12 @@ class TestCatalogAndDocs:
         assert status == 200
         hook = document["paths"]["/v1/providers/{provider}/events"]["post"]
         assert hook["security"] == []
-        assert hook["parameters"][0]["name"] == "X-Veriflow-Signature"
+        assert [p["name"] for p in hook["parameters"]] == ["provider", "X-Veriflow-Signature"]
         assert "409" in document["paths"]["/v1/verifications/{id}/fallback"]["post"]["responses"]
         start = document["paths"]["/v1/verifications"]["post"]["requestBody"]
-        assert sorted(start["content"]["application/json"]["schema"]["properties"]["channel"]["enum"]) == [
-            "ars", "motp", "pass", "sms"]
+        assert start["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/StartBody"}
+        union = document["components"]["schemas"]["StartBody"]
+        assert sorted(union["discriminator"]["mapping"]) == ["ars", "motp", "pass", "sms"]
 
     @pytest.mark.settings(ars=settings_module.ArsSettings(420, 3, 4))
     async def test_display_code_length_comes_from_configuration(self, api: Api):

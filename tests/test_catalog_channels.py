@@ -81,8 +81,9 @@ CODELESS: frozenset[Callable[..., Any]] = frozenset({
 # key, 9999 an unhandled error or an unreachable store or provider (503), 4001/4003/4018 an id
 # that names none of the client's verifications (GET and cancel / resend / confirm), 4007 a
 # tx_id already claimed at start, 4000 a key token that is unknown, spent or expired (results,
-# mOTP unlock).
-SHELL_ALL = frozenset({"3001", "3002", "3003", "4101", "9999", "4001", "4003", "4018", "4007", "4000"})
+# mOTP unlock), 3007/3008 a path no route has and a method the route does not take.
+SHELL_ALL = frozenset({"3001", "3002", "3003", "4101", "9999", "4001", "4003", "4018", "4007", "4000",
+                       "3007", "3008"})
 SHELL: dict[str, frozenset[str]] = {
     **dict.fromkeys(SHELL_ALL, ALL),
     "3004": frozenset({"ars", "pass"}),  # provider webhooks carry only ARS call results and PASS answers

@@ -34,6 +34,7 @@ class Held:
     fingerprint: str
     status: int | None  # None: the first request is still in progress
     body: bytes | None = None  # sealed; see `answer_body`
+    legacy: bool = False  # the former JSON form: the body is base64 text, not compressed
 
 
 def _fingerprint(fingerprint: str) -> bytes:
@@ -78,14 +79,14 @@ def decode(value: bytes) -> Held:
     status = legacy.get("status")
     sealed = legacy.get("sealed")
     return Held(str(legacy["fingerprint"]), None if status is None else int(status),
-                None if sealed is None else b"{" + sealed.encode())
+                None if sealed is None else sealed.encode(), legacy=True)
 
 
 def answer_body(held: Held, secrets: Secrets, context: str) -> bytes:
     """The body of a kept answer, unsealed."""
     body = held.body or b""
-    if body[:1] == b"{":  # the former form: base64 text, not compressed
-        return secrets.unseal(body[1:].decode(), context)
+    if held.legacy:  # the former form (a raw sealed body may begin with any byte, "{" included)
+        return secrets.unseal(body.decode(), context)
     sealed = base64.urlsafe_b64encode(body).rstrip(b"=").decode()
     return zlib.decompress(secrets.unseal(sealed, context))
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from machines.vocabulary import Code
 from service.api import idempotency as held_keys
+from service.api import validation
 from service.api.context import CLIENT_ID, CLIENTS, RUNTIME
 from service.api.envelope import render_for
 from service.errors import UNAVAILABLE_STATUS, ApiError, VeriflowError, as_api_error
@@ -43,9 +44,7 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects are not errors
             raise
-        # aiohttp's own refusals (no such route, wrong method, body too large) get the envelope too.
-        code = Code.UNKNOWN_VERIFICATION if exc.status == 404 else Code.INVALID_REQUEST  # noqa: PLR2004
-        return render_for(request, ApiError(code, http_status=exc.status, description=exc.reason))
+        return render_for(request, http_refusal(exc))
     except Exception as exc:
         fault = store_fault(exc)  # a store fault is 503 9999 and one short line, never a traceback
         if fault is None:
@@ -56,6 +55,18 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     if response.status == UNAVAILABLE_STATUS and "Retry-After" not in response.headers:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def http_refusal(exc: web.HTTPException) -> ApiError:
+    """aiohttp's own refusals, named for what they are: no such route (3007), a method the route
+    does not take (3008, keeping the Allow header), anything else (a body too large) 3001."""
+    if isinstance(exc, web.HTTPNotFound):
+        return ApiError(Code.ROUTE_NOT_FOUND)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ApiError(Code.METHOD_NOT_ALLOWED, headers={"Allow": allowed},
+                        description=f"{exc.method} is not allowed here; allowed: {allowed}")
+    return ApiError(Code.INVALID_REQUEST, http_status=exc.status, description=exc.reason)
 
 
 @web.middleware
@@ -88,8 +99,9 @@ def client_table(api_keys: dict[str, str]) -> dict[bytes, str]:
 async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The same Idempotency-Key with the same body answers the first response again."""
     key = request.headers.get("Idempotency-Key")
-    if request.method != "POST" or not key or CLIENT_ID not in request:
+    if request.method != "POST" or key is None or CLIENT_ID not in request:
         return await handler(request)
+    validation.idempotency_key(key)  # present: 1 to 255 printable ASCII characters, else 400 3001
     rt = request.app[RUNTIME]
     store = rt.store
     slot = store.keys.idempotency(request[CLIENT_ID], key)

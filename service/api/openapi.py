@@ -1,234 +1,210 @@
-"""The OpenAPI 3 document, built from the routes the application really has.
+"""The OpenAPI 3.1 document, generated from the routes the application really has and the
+definitions in `service.api.schemas` that validate their requests.
 
-Every `/v1` route must have an entry in OPERATIONS: a route without one fails the build of
-the document (and its test), so the document cannot silently fall behind the code.
+Every `/v1` route must have an entry in OPERATIONS: a route without one fails the build of the
+document (and its test), so the document cannot silently fall behind the code. Each entry names
+its request and answer definitions and every status the route can answer with; the statuses
+every route shares (400, 401, 503, the Idempotency-Key's 409s) are added here, once.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-VERIFICATION = {"$ref": "#/components/schemas/Verification"}
+from service.api import schemas
+
 ERROR = {"$ref": "#/components/schemas/Error"}
+RETRY_AFTER = {"description": "whole seconds until the request may succeed (the longest wait)",
+               "schema": {"type": "integer", "minimum": 0}}
+PATH_PARAMETERS = {
+    "id": ({"type": "string", "pattern": schemas.VERIFICATION_ID, "examples": ["0a1b2c3d4e5f60718293a4b5c6d7"]},
+           "the verification's id (28 lowercase hex digits); any other id is unknown (404)"),
+    "user_id": ({"type": "string", "maxLength": schemas.MAX_TEXT, "pattern": schemas.NON_BLANK,
+                 "examples": ["trainee-1"]}, "the mOTP user's id, as registered"),
+    "provider": ({"type": "string", "pattern": schemas.PROVIDER_ID, "examples": ["simulator"]},
+                 "the provider's id; an unknown one is refused like a bad signature (401)"),
+}
+PARAMETER = re.compile(r"\{([^}]+)\}")
+
+# Start bodies that are valid requests: the README's, one per channel.
+SUBJECT_EXAMPLE = {"name": "홍길동", "birth": "19900101", "gender_digit": "1", "phone": "010-1234-5678",
+                   "carrier": "SKT"}
+START_EXAMPLES = {
+    "sms": {"value": {"channel": "sms", "tx_id": "order-1001", "subject": SUBJECT_EXAMPLE}},
+    "ars": {"value": {"channel": "ars", "subject": SUBJECT_EXAMPLE}},
+    "pass": {"value": {"channel": "pass", "subject": SUBJECT_EXAMPLE,
+                       "callback_url": "https://merchant.example.com/veriflow", "end_user_ip": "203.0.113.7"}},
+    "motp": {"value": {"channel": "motp", "motp_user_id": "trainee-1",
+                       "subject": {"name": "홍길동", "phone": "010-1234-5678"}}},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    summary: str
+    ok: int
+    answer: str  # a definition of service.api.schemas
+    errors: dict[int, str]  # status -> the codes it carries, besides the shared ones
+    body: str | None = None
+    body_required: bool = True
+    auth: bool = True
+    store: bool = True  # reads or writes the store: 503 9999 with Retry-After while it is away
+    retry_after: frozenset[int] = frozenset()  # statuses that always carry Retry-After
+    parameters: tuple[dict[str, Any], ...] = ()
+    examples: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, Any] = field(default_factory=dict)
+
+
+def _link(operation_id: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": {"id": "$response.body#/id"}}
+
+
+VERIFICATION_LINKS = {
+    "read": _link("getVerification"), "confirm": _link("confirmVerification"),
+    "resend": _link("resendVerification"), "cancel": _link("cancelVerification"),
+    "fallback": _link("fallbackVerification"), "events": _link("verificationEvents"),
+}
+ENDED = "the code that ended a failed verification (422, 429, 502)"
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/v1/verifications"): Operation(
+        "Start a verification", 201, "Verification",
+        {409: "4007 tx_id in use", 422: "2910/4016 refused by the carrier, PASS 67xx, AP005 unknown mOTP user",
+         423: "AP902 the mOTP user is locked", 429: "3006 over an abuse limit (nothing sent or created)"},
+        body="StartBody", retry_after=frozenset({429}), examples=START_EXAMPLES, links=VERIFICATION_LINKS),
+    ("GET", "/v1/verifications/{id}"): Operation(
+        "Read a verification, in any status, until record_ttl_s after it ended", 200, "Verification",
+        {404: "4001 unknown"}),
+    ("POST", "/v1/verifications/{id}/confirm"): Operation(
+        "SMS, mOTP: submit the code; ARS, PASS: ask whether the user has finished", 200, "Verification",
+        {404: "4018 unknown, expired or canceled",
+         409: "4018 already verified, 4150 completed, ARS 4500 no result yet, PASS 6702 not approved yet",
+         422: f"4013 wrong code, 4022/4023 carrier add-on pending, AP901 mOTP mismatch; {ENDED}",
+         423: "AP902 the 5th wrong mOTP code locked the user", 429: "4301 too many wrong codes",
+         502: ENDED},
+        body="Confirm", body_required=False),
+    ("POST", "/v1/verifications/{id}/resend"): Operation(
+        "Send a new code (replaces the old one); ARS: a new call with new digits; PASS: a new push", 200,
+        "Verification",
+        {404: "4003 unknown, expired or canceled",
+         409: "4150 no longer pending, ARS 4501 call in progress, 4502 after a successful call, PASS 6702",
+         422: ENDED, 429: "4302 too many resends, 3006 over an abuse limit (Retry-After)", 502: ENDED}),
+    ("POST", "/v1/verifications/{id}/cancel"): Operation(
+        "Cancel a verification", 200, "Verification",
+        {404: "4001 unknown", 409: "4150 already terminal"}),
+    ("POST", "/v1/verifications/{id}/fallback"): Operation(
+        "Turn a failed verification that lists the channel in `fallback` into that channel's flow", 200,
+        "Verification",
+        {404: "4001 unknown", 409: "3005 fallback to that channel not offered, 4007 tx_id in use",
+         422: "2910/4016 refused by the carrier", 429: "3006 over an abuse limit"},
+        body="Fallback", retry_after=frozenset({429})),
+    ("GET", "/v1/verifications/{id}/events"): Operation(
+        "The verification's audit trail, oldest first (no personal data)", 200, "Events",
+        {404: "4001 unknown"}),
+    ("POST", "/v1/results"): Operation(
+        "Redeem a key token once for the verified person's data", 200, "Result",
+        {409: "4000 unknown, used or expired token"}, body="KeyToken"),
+    ("GET", "/v1/catalog"): Operation("The code catalog", 200, "CatalogBody", {}, auth=False, store=False),
+    ("POST", "/v1/providers/{provider}/events"): Operation(
+        "A provider reports an ARS call or PASS push outcome (signed, X-Veriflow-Signature)", 200, "Ack",
+        {401: "3004 missing, wrong or stale signature, or an unknown provider"}, body="ProviderEvent",
+        auth=False,
+        parameters=({"name": "X-Veriflow-Signature", "in": "header", "required": True,
+                     "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + body>",
+                     "schema": {"type": "string", "examples": ["t=1700000000,v1=<hex>"]}},)),
+    ("POST", "/v1/motp/users"): Operation(
+        "Register an mOTP user's device (registering again replaces it)", 201, "MotpEnrolment",
+        {423: "AP011 the user is locked"}, body="MotpEnrol",
+        examples={"enrol": {"value": {"user_id": "trainee-1", "name": "홍길동", "phone": "010-1234-5678"}}}),
+    ("GET", "/v1/motp/users/{user_id}"): Operation(
+        "Read an mOTP user", 200, "MotpUser", {404: "AP005 unknown user"}),
+    ("POST", "/v1/motp/users/{user_id}/unlock"): Operation(
+        "Reset the limit with the key token of a verified SMS/ARS/PASS verification of the same person", 200,
+        "MotpUser", {404: "AP005 unknown user", 409: "4000 unknown, used or expired token",
+                     422: "AP005 the token's person is not the user"}, body="KeyToken"),
+    ("GET", "/v1/console/summary"): Operation(
+        "Console: the client's live verifications by channel and state, outcomes of the last hour by code",
+        200, "ConsoleSummary", {}),
+    ("GET", "/v1/console/verifications"): Operation(
+        "Console: the client's verifications by id or tx_id, with their timelines and state diagrams",
+        200, "ConsoleSearch", {400: "3001 q missing or too long"},
+        parameters=({"name": "q", "in": "query", "required": True, "description": "a verification id or tx_id",
+                     "schema": {"type": "string", "maxLength": schemas.MAX_QUERY, "pattern": schemas.NON_BLANK}},)),
+}
+OPERATION_IDS = {
+    ("POST", "/v1/verifications"): "startVerification",
+    ("GET", "/v1/verifications/{id}"): "getVerification",
+    ("POST", "/v1/verifications/{id}/confirm"): "confirmVerification",
+    ("POST", "/v1/verifications/{id}/resend"): "resendVerification",
+    ("POST", "/v1/verifications/{id}/cancel"): "cancelVerification",
+    ("POST", "/v1/verifications/{id}/fallback"): "fallbackVerification",
+    ("GET", "/v1/verifications/{id}/events"): "verificationEvents",
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "the same key with the same body answers the first response again; another body is 409 3002",
+    "schema": {"type": "string", "pattern": schemas.IDEMPOTENCY_KEY, "maxLength": schemas.MAX_IDEMPOTENCY_KEY}}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, ok: int, ok_schema: dict[str, Any], errors: dict[int, str],
-        body: dict[str, Any] | None = None, *, auth: bool = True) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(ok): {"description": "success", **_json(ok_schema)}}
-    for status, text in errors.items():
-        responses[str(status)] = {"description": text, **_json(ERROR)}
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
-    if body is not None:
-        operation["requestBody"] = {"required": True, **_json(body)}
-    if not auth:
+def _statuses(method: str, op: Operation) -> dict[int, str]:
+    """The route's own statuses, and those every route of its kind shares."""
+    shared: dict[int, str] = {400: "3001 invalid request (a field, malformed JSON or HTTP, a bad header)"}
+    if op.auth:
+        shared[401] = "4101 missing or wrong API key"
+    if method == "POST" and op.auth:
+        shared[409] = "3002 Idempotency-Key reused with another body, 3003 its first request still runs"
+    if op.store:
+        shared[503] = "9999 the store or an upstream cannot answer now (Retry-After)"
+    found = dict(shared)
+    for status, text in op.errors.items():
+        found[status] = f"{text}; {shared[status]}" if status in shared and status != 401 else text  # noqa: PLR2004
+    return dict(sorted(found.items()))
+
+
+def _responses(method: str, op: Operation, refs: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(op.ok): {"description": "success", **_json(refs[op.answer])}}
+    if op.links:
+        responses[str(op.ok)]["links"] = op.links
+    for status, text in _statuses(method, op).items():
+        answer: dict[str, Any] = {"description": text, **_json(ERROR)}
+        if status == 503 or status in op.retry_after:  # noqa: PLR2004
+            answer["headers"] = {"Retry-After": {**RETRY_AFTER, "required": True}}
+        elif status == 429:  # noqa: PLR2004 - 3006 carries it, the caps (4301, 4302) do not
+            answer["headers"] = {"Retry-After": RETRY_AFTER}
+        responses[str(status)] = answer
+    return responses
+
+
+def _operation(method: str, path: str, op: Operation, refs: dict[str, Any]) -> dict[str, Any]:
+    responses = _responses(method, op, refs)
+    parameters = [
+        {"name": name, "in": "path", "required": True, "description": PATH_PARAMETERS[name][1],
+         "schema": PATH_PARAMETERS[name][0]}
+        for name in PARAMETER.findall(path)
+    ]
+    parameters += list(op.parameters)
+    if method == "POST" and op.auth:
+        parameters.append(IDEMPOTENCY_KEY)
+    operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    if (method, path) in OPERATION_IDS:
+        operation["operationId"] = OPERATION_IDS[(method, path)]
+    if parameters:
+        operation["parameters"] = parameters
+    if op.body is not None:
+        media: dict[str, Any] = {"schema": refs[op.body]}
+        if op.examples:
+            media["examples"] = op.examples
+        operation["requestBody"] = {"required": op.body_required, "content": {"application/json": media}}
+    if not op.auth:
         operation["security"] = []
     return operation
-
-
-SUBJECT = {
-    "type": "object",
-    "required": ["name", "birth", "gender_digit", "phone", "carrier"],
-    "properties": {
-        "name": {"type": "string"}, "birth": {"type": "string", "example": "19900101"},
-        "gender_digit": {"type": "string", "example": "1"},
-        "phone": {"type": "string", "example": "010-1234-5678"},
-        "carrier": {"type": "string", "enum": ["SKT", "KT", "LGT"]}, "is_mvno": {"type": "boolean"},
-    },
-}
-START = {
-    "type": "object", "required": ["channel", "subject"],
-    "properties": {
-        "channel": {"type": "string", "enum": ["sms", "ars", "pass"]}, "tx_id": {"type": "string"},
-        "subject": SUBJECT, "service_name": {"type": "string"},
-        "callback_url": {"type": "string", "format": "uri"},
-    },
-}
-CODE = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}}
-TOKEN = {"type": "object", "required": ["key_token"], "properties": {"key_token": {"type": "string"}}}
-RESULT = {"type": "object", "properties": {"result": {"type": "object", "properties": {
-    name: {"type": "string"} for name in
-    ("name", "birth", "gender_digit", "phone", "carrier", "channel", "verified_at")}}}}
-
-OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/v1/verifications"): _op(
-        "Start a verification", 201, VERIFICATION,
-        {400: "3001 invalid request", 401: "4101 bad API key", 409: "4007 tx_id in use",
-         422: "2910/4016 refused by the carrier"}, START),
-    ("GET", "/v1/verifications/{id}"): _op(
-        "Read a verification", 200, VERIFICATION, {404: "4001 unknown"}),
-    ("POST", "/v1/verifications/{id}/confirm"): _op(
-        "Submit the code the user received", 200, VERIFICATION,
-        {404: "4018 unknown, expired or canceled", 409: "4018 verified / 4150 completed",
-         422: "4013 wrong code, 4022/4023 carrier add-on pending", 429: "4301 too many attempts"}, CODE),
-    ("POST", "/v1/verifications/{id}/resend"): _op(
-        "Send a new code (replaces the old one)", 200, VERIFICATION,
-        {404: "4003 unknown", 409: "4150 no longer pending", 429: "4302 too many resends"}),
-    ("POST", "/v1/verifications/{id}/cancel"): _op(
-        "Cancel a verification", 200, VERIFICATION, {404: "4001 unknown", 409: "4150 already terminal"}),
-    ("POST", "/v1/results"): _op(
-        "Redeem a key token once for the verified person's data", 200, RESULT,
-        {409: "4000 unknown, used or expired token"}, TOKEN),
-    ("GET", "/v1/catalog"): _op(
-        "The code catalog", 200, {"type": "object"}, {}, auth=False),
-}
-
-# ---- mOTP ----
-
-START["properties"]["channel"]["enum"].append("motp")  # type: ignore[index]
-START["properties"]["motp_user_id"] = {  # type: ignore[index]
-    "type": "string", "description": "mOTP: the registered user; the subject needs only name and phone"}
-OPERATIONS[("POST", "/v1/verifications")]["responses"]["422"]["description"] += ", AP005 unknown mOTP user"
-OPERATIONS[("POST", "/v1/verifications")]["responses"]["423"] = {
-    "description": "AP902 mOTP user locked", **_json(ERROR)}
-OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["422"]["description"] += ", AP901 mOTP mismatch"
-OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["423"] = {
-    "description": "AP902 the 5th wrong mOTP code locked the user", **_json(ERROR)}
-MOTP_USER = {"type": "object", "properties": {
-    "user_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered", "locked"]},
-    "failures": {"type": "integer"}}}
-MOTP_ENROLMENT = {"type": "object", "properties": {
-    **MOTP_USER["properties"], "otpauth_uri": {"type": "string", "example": (  # type: ignore[dict-item]
-        "otpauth://totp/veriflow:trainee-1?secret=…&issuer=veriflow&algorithm=SHA1&digits=6&period=60")},
-    "qr_svg": {"type": "string", "description": (
-        "the same URI as a QR code (SVG) for the authenticator app; shown once, in this answer only")}}}
-MOTP_ENROL = {"type": "object", "required": ["user_id", "name", "phone"], "properties": {
-    "user_id": {"type": "string"}, "name": {"type": "string"}, "phone": {"type": "string"}}}
-OPERATIONS.update({
-    ("POST", "/v1/motp/users"): _op(
-        "Register an mOTP user's device (registering again replaces it)", 201, MOTP_ENROLMENT,
-        {400: "3001 invalid request", 423: "AP011 the user is locked"}, MOTP_ENROL),
-    ("GET", "/v1/motp/users/{user_id}"): _op(
-        "Read an mOTP user", 200, MOTP_USER, {404: "AP005 unknown user"}),
-    ("POST", "/v1/motp/users/{user_id}/unlock"): _op(
-        "Reset the limit with the key token of a verified SMS/ARS/PASS verification of the same person",
-        200, MOTP_USER, {404: "AP005 unknown user", 409: "4000 unknown, used or expired token",
-                         422: "AP005 the token's person is not the user"}, TOKEN),
-})
-
-# ---- ARS, PASS, provider webhooks and channel fallback ----
-PROVIDER_EVENT = {
-    "type": "object", "required": ["event_id", "type", "reference", "code"],
-    "properties": {
-        "event_id": {"type": "string"}, "reference": {"type": "string", "example": "<verification id>:1"},
-        "type": {"type": "string", "enum": ["ars.call_result", "pass.push_result"]},
-        "code": {"type": "string", "example": "2000"}, "detail_code": {"type": ["string", "null"]},
-    },
-}
-ACK = {"type": "object", "properties": {
-    "status": {"type": "string", "enum": ["applied", "ignored", "duplicate"]}, "event_id": {"type": "string"}}}
-FALLBACK = {"type": "object", "required": ["channel"], "properties": {"channel": {"type": "string", "enum": ["sms"]}}}
-OPERATIONS.update({
-    ("POST", "/v1/providers/{provider}/events"): {
-        **_op("A provider reports an ARS call or PASS push outcome (signed, X-Veriflow-Signature)", 200, ACK,
-              {400: "3001 malformed event", 401: "3004 missing, wrong or stale signature"}, PROVIDER_EVENT,
-              auth=False),
-        "parameters": [{"name": "X-Veriflow-Signature", "in": "header", "required": True,
-                        "schema": {"type": "string", "example": "t=1700000000,v1=<hex>"}}],
-    },
-    ("POST", "/v1/verifications/{id}/fallback"): _op(
-        "Turn a failed verification that lists the channel in `fallback` into that channel's flow", 200,
-        VERIFICATION, {404: "4001 unknown", 409: "3005 fallback to that channel not offered / 4007 tx_id in use",
-                       422: "2910/4016 refused by the carrier"}, FALLBACK),
-})
-# ---- the audit trail and the operator console ----
-NULLABLE = {"type": ["string", "null"]}
-AUDIT_EVENT = {"type": "object", "required": ["at", "from", "to", "trigger", "actor", "code", "detail_code"],
-               "properties": {
-                   "at": {"type": "string", "format": "date-time"},
-                   "from": {**NULLABLE, "description": "the machine state before; null for the creation"},
-                   "to": {"type": "string"}, "trigger": {"type": "string", "example": "confirm"},
-                   "actor": {"type": "string", "example": "client",
-                             "description": "client, provider:<id> or timer (an expiry is always the timer's)"},
-                   "code": NULLABLE, "detail_code": NULLABLE}}
-EVENTS = {"type": "object", "required": ["events"],
-          "properties": {"events": {"type": "array", "items": AUDIT_EVENT}}}
-COUNTED = {"type": "integer", "minimum": 1}
-CONSOLE_SUMMARY = {"type": "object", "properties": {
-    "client_id": {"type": "string"},
-    "live": {"type": "object", "properties": {"total": {"type": "integer"}, "by_state": {"type": "array", "items": {
-        "type": "object", "properties": {"channel": {"type": "string"}, "state": {"type": "string"},
-                                         "status": {"type": "string"}, "count": COUNTED}}}}},
-    "outcomes": {"type": "object", "properties": {
-        "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"},
-        "by_code": {"type": "array", "items": {"type": "object", "properties": {
-            "channel": {"type": "string"}, "status": {"type": "string"}, "code": NULLABLE, "count": COUNTED,
-            "messages": {"type": ["object", "null"], "properties": {
-                "ko": {"type": "string"}, "en": {"type": "string"}}}}}}}}}}
-CONSOLE_SEARCH = {"type": "object", "properties": {"query": {"type": "string"}, "results": {"type": "array", "items": {
-    "type": "object", "properties": {
-        "verification": VERIFICATION, "events": {"type": "array", "items": AUDIT_EVENT},
-        "diagram": {"type": "object", "properties": {
-            "channel": {"type": "string"}, "mermaid": {"type": "string"},
-            "visited": {"type": "array", "items": {"type": "string"}},
-            "path": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}}}}}}}
-OPERATIONS.update({
-    ("GET", "/v1/verifications/{id}/events"): _op(
-        "The verification's audit trail, oldest first (no personal data)", 200, EVENTS,
-        {401: "4101 bad API key", 404: "4001 unknown"}),
-    ("GET", "/v1/console/summary"): _op(
-        "Console: the client's live verifications by channel and state, outcomes of the last hour by code",
-        200, CONSOLE_SUMMARY, {401: "4101 bad API key"}),
-    ("GET", "/v1/console/verifications"): {
-        **_op("Console: the client's verifications by id or tx_id, with their timelines and state diagrams",
-              200, CONSOLE_SEARCH, {400: "3001 q missing or too long", 401: "4101 bad API key"}),
-        "parameters": [{"name": "q", "in": "query", "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
-    },
-})
-CONFIRM_CODELESS = {"description": "SMS: the code; ARS and PASS: an empty object (asks whether the user has finished)",
-                    "oneOf": [CODE, {"type": "object"}]}
-OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["requestBody"] = {"required": False, **_json(CONFIRM_CODELESS)}
-OPERATIONS[("POST", "/v1/verifications/{id}/confirm")]["responses"]["409"]["description"] += (
-    ", ARS 4500 no result yet, PASS 6702 not approved yet")
-OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["summary"] += "; ARS: a new call with new digits; PASS: a new push"
-OPERATIONS[("POST", "/v1/verifications/{id}/resend")]["responses"]["409"]["description"] += (
-    ", ARS 4501 call in progress, 4502 after a successful call, PASS 6702 push waiting")
-
-# ---- abuse limits (contract section 9) ----
-
-START["properties"]["end_user_ip"] = {  # type: ignore[index]
-    "type": "string", "example": "203.0.113.7",
-    "description": "the end user's IP address (IPv4 or IPv6), counted by the per_ip limit; otherwise 400 3001"}
-RETRY_AFTER = {"Retry-After": {"description": "whole seconds until the request would be allowed (the longest wait)",
-                               "schema": {"type": "integer", "minimum": 1}}}
-RATE_LIMITED = "3006 over an abuse limit (nothing sent, created or spent; retry after Retry-After seconds)"
-for _route in ("/v1/verifications", "/v1/verifications/{id}/resend", "/v1/verifications/{id}/fallback"):
-    _responses = OPERATIONS[("POST", _route)]["responses"]
-    _earlier = _responses.get("429")
-    _responses["429"] = {"description": RATE_LIMITED + (", " + _earlier["description"] if _earlier else ""),
-                         "headers": RETRY_AFTER, **_json(ERROR)}
-
-SCHEMAS = {
-    "Verification": {"type": "object", "properties": {
-        "id": {"type": "string"}, "channel": {"type": "string"}, "tx_id": {"type": ["string", "null"]},
-        "status": {"type": "string",
-                   "enum": ["pending", "verified", "completed", "failed", "expired", "canceled"]},
-        "state": {"type": "string"}, "last_code": {"type": ["string", "null"]},
-        "last_detail_code": {"type": ["string", "null"]},
-        "last_variant": {"type": "string", "description": (
-            "only when last_code has several catalog rows: the row's variant (2910: code_mismatch)")},
-        "attempts_left": {"type": ["integer", "null"]}, "resends_left": {"type": ["integer", "null"]},
-        "fallback": {"type": "array", "items": {"type": "string"}},
-        "key_token": {"type": "string"},
-        "display_code": {"type": "string", "description": "ARS only: the digits the user keys into the call"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "expires_at": {"type": ["string", "null"], "format": "date-time"}}},
-    "Error": {"type": "object", "properties": {
-        "error": {"type": "object", "properties": {
-            "code": {"type": "string"}, "detail_code": {"type": ["string", "null"]},
-            "message": {"type": "string"}, "description": {"type": "string"},
-            "retryable": {"type": "boolean"},
-            "veriflow_code": {"type": "string", "description": (
-                "only for a client with a second error dialect: veriflow's own code, `code` being "
-                "the dialect's where it has one")}}},
-        "verification": VERIFICATION}},
-}
 
 
 def v1_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -241,9 +217,12 @@ def v1_routes(app: web.Application) -> set[tuple[str, str]]:
 
 
 def openapi_document(app: web.Application) -> dict[str, Any]:
+    refs, components = schemas.components()
+    components["StartBody"] = refs["StartBody"]  # the tagged union of the four channels' starts
+    refs["StartBody"] = {"$ref": "#/components/schemas/StartBody"}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(v1_routes(app)):
-        paths.setdefault(path, {})[method.lower()] = OPERATIONS[(method, path)]
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, OPERATIONS[(method, path)], refs)
     return {
         "openapi": "3.1.0",
         "info": {"title": "veriflow", "version": "1.0.0",
@@ -253,6 +232,6 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": components,
         },
     }

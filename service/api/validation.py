@@ -1,4 +1,6 @@
-"""Request bodies, checked field by field; every failure names the field (400 3001)."""
+"""Request bodies: decoded through the definitions of `service.api.schemas` (types, required
+fields, lengths, patterns: the same the OpenAPI document publishes), then held to the rules a
+type cannot state; every failure names the field (400 3001)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 from machines.age import CENTURY
 from machines.vocabulary import Channel
+from service.api import schemas
+from service.api.schemas import MAX_IP_TEXT, MAX_SERVICE_NAME, MAX_TEXT, MAX_TOKEN, MAX_URL, InvalidBodyError
 from service.effects.callback_address import UndeliverableUrlError, check_callback_url
 from service.errors import invalid
 from service.providers.ports import Subscriber
@@ -21,8 +25,6 @@ BIRTH = re.compile(r"[0-9]{8}", re.ASCII)
 CODE = re.compile(r"[0-9]{4,10}", re.ASCII)
 EARLIEST_BIRTH_YEAR = 1900  # nobody alive was born before: 9/0, the 1800s' gender digits, never agree
 CARRIERS = {"SKT", "KT", "LGT", "LGU+"}
-MAX_TEXT = 64
-MAX_IP_TEXT = 45
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,14 @@ class StartRequest:
     service_name: str | None
     callback_url: str | None
     end_user_ip: str | None = None
+
+
+def typed(body: Any, kind: Any) -> Any:
+    """`body` through its definition in `service.api.schemas`, or 400 3001 naming the field."""
+    try:
+        return schemas.decode(body, kind)
+    except InvalidBodyError as exc:
+        raise invalid(str(exc)) from None
 
 
 def object_body(body: Any) -> dict[str, Any]:
@@ -106,7 +116,7 @@ def subject(body: dict[str, Any]) -> Subscriber:
 
 
 def callback_url(body: dict[str, Any], *, allow_private: bool) -> str | None:
-    url = text(body, "callback_url", required=False, limit=2048)
+    url = text(body, "callback_url", required=False, limit=MAX_URL)
     if url is None:
         return None
     try:
@@ -142,11 +152,12 @@ def channel(body: dict[str, Any]) -> Channel:
 
 def start_request(raw: Any, *, allow_private: bool) -> StartRequest:
     body = object_body(raw)
+    typed(body, schemas.PersonStart)
     return StartRequest(
         channel=channel(body),
         subject=subject(body),
         tx_id=text(body, "tx_id", required=False),
-        service_name=text(body, "service_name", required=False, limit=40),
+        service_name=text(body, "service_name", required=False, limit=MAX_SERVICE_NAME),
         callback_url=callback_url(body, allow_private=allow_private),
         end_user_ip=end_user_ip(body),
     )
@@ -215,18 +226,57 @@ def motp_subject(body: dict[str, Any]) -> Subscriber:
 
 
 def motp_start_request(body: dict[str, Any], *, allow_private: bool) -> MotpStartRequest:
+    typed(body, schemas.MotpStart)
     return MotpStartRequest(
         user_id=user_id(body.get("motp_user_id"), "motp_user_id"),
         subject=motp_subject(body),
         tx_id=text(body, "tx_id", required=False),
-        service_name=text(body, "service_name", required=False, limit=40),
+        service_name=text(body, "service_name", required=False, limit=MAX_SERVICE_NAME),
         callback_url=callback_url(body, allow_private=allow_private),
         end_user_ip=end_user_ip(body),
     )
 
 
 def motp_user_request(body: dict[str, Any]) -> MotpUserRequest:
+    typed(body, schemas.MotpEnrol)
     name = text(body, "name")
     assert name is not None  # noqa: S101 - required
     return MotpUserRequest(user_id=user_id(body.get("user_id")), name=name,
                            phone=phone_digits(body.get("phone"), "phone"))
+
+
+# ---- the other bodies ----
+
+
+def confirm_body(body: dict[str, Any]) -> dict[str, Any]:
+    """Any channel's confirm: a code, when given, is digits (SMS and mOTP require it)."""
+    typed(body, schemas.Confirm)
+    return body
+
+
+def fallback_channel(body: dict[str, Any]) -> Channel:
+    found: schemas.Fallback = typed(body, schemas.Fallback)
+    return found.channel
+
+
+def key_token(body: dict[str, Any]) -> str:
+    typed(body, schemas.KeyToken)
+    token = text(body, "key_token", limit=MAX_TOKEN)
+    assert token is not None  # noqa: S101 - required
+    return token
+
+
+def provider_event(body: dict[str, Any]) -> schemas.ProviderEvent:
+    event: schemas.ProviderEvent = typed(body, schemas.ProviderEvent)
+    return schemas.ProviderEvent(
+        event_id=event.event_id.strip(), type=event.type.strip(), reference=event.reference.strip(),
+        code=event.code.strip(), detail_code=event.detail_code.strip() if event.detail_code else None)
+
+
+def idempotency_key(value: str) -> str:
+    if len(value) > schemas.MAX_IDEMPOTENCY_KEY or not IDEMPOTENCY_KEY.fullmatch(value):
+        raise invalid(f"Idempotency-Key must be 1 to {schemas.MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    return value
+
+
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*", re.ASCII)

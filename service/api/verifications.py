@@ -21,7 +21,7 @@ from service.channels.admission import Admission
 from service.channels.base import EventBuilder
 from service.channels.registry import CHANNELS
 from service.crypto import token_id
-from service.errors import ApiError, ClaimTakenError, UnknownVerificationError, invalid
+from service.errors import ApiError, ClaimTakenError, UnknownVerificationError
 from service.jsonio import json_response
 from service.store.plan import Claim
 from service.views import rfc3339, verification_view
@@ -79,7 +79,7 @@ async def get_verification(request: web.Request) -> web.Response:
 @routes.post("/v1/verifications/{id}/confirm")
 async def confirm(request: web.Request) -> web.Response:
     rt = runtime(request)
-    body = await json_body(request)
+    body = validation.confirm_body(await json_body(request))
     builders: dict[Channel, EventBuilder] = {}  # one per request: it asks its upstreams once
 
     async def event(record: Verification) -> Event:
@@ -126,11 +126,7 @@ async def fallback(request: web.Request) -> web.Response:
     """Turn a failed verification that lists the channel in `fallback` into that channel's flow
     (see machines.fallback)."""
     rt = runtime(request)
-    name = validation.text(await json_body(request), "channel", limit=16)
-    try:
-        channel = Channel(str(name))
-    except ValueError:
-        raise invalid("channel must be one of sms, ars, pass, motp") from None
+    channel = validation.fallback_channel(await json_body(request))
     shell = CHANNELS[channel]
     admission = Admission(rt, request[CLIENT_ID])
 
@@ -171,8 +167,7 @@ async def fallback(request: web.Request) -> web.Response:
 @routes.post("/v1/results")
 async def redeem_result(request: web.Request) -> web.Response:
     rt = runtime(request)
-    token = validation.text(await json_body(request), "key_token", limit=256)
-    assert token is not None  # noqa: S101 - required
+    token = validation.key_token(await json_body(request))
     verification_id = token_id(token)
     gone = ApiError(Code.RESULT_GONE)
     if rt.store.keys.shard_of_id(verification_id) is None:

@@ -59,7 +59,6 @@ async def read_user(request: web.Request) -> web.Response:
 @routes.post("/v1/motp/users/{user_id}/unlock")
 async def unlock(request: web.Request) -> web.Response:
     user_id = validation.user_id(request.match_info["user_id"])
-    token = validation.text(await json_body(request), "key_token", limit=256)
-    assert token is not None  # noqa: S101 - required
+    token = validation.key_token(await json_body(request))
     user = await motp(request).unlock(request[CLIENT_ID], user_id, token)
     return json_response(user_view(user_id, user))

@@ -10,14 +10,18 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from service.api.protocol import EnvelopedRunner
+from service.catalog import Catalog
+
 
 class StartupError(RuntimeError):
     """The process cannot start; the message is the one line it prints."""
 
 
 async def run_until_stopped(app: web.Application, host: str, port: int,
-                            store_answers: Callable[[], Awaitable[bool]] | None, *, reuse_port: bool = False) -> None:
-    runner = web.AppRunner(app, access_log=None)
+                            store_answers: Callable[[], Awaitable[bool]] | None, *, reuse_port: bool = False,
+                            catalog: Catalog | None = None) -> None:
+    runner = EnvelopedRunner(app, catalog or Catalog.load(), access_log=None)
     await runner.setup()  # the start-up hooks (the workers' consumer groups) run here
     try:
         try:
