@@ -53,7 +53,7 @@ def commit_args(version: int, ttl_ms: int, fields: dict[str, str], deleted: tupl
     args += [0, len(counts)]  # no linked keys, the client's counters
     for index, (name, delta, ttl) in enumerate(counts):
         args += [4 + index, name, delta, ttl]
-    return [*args, 0]  # no companion
+    return [*args, 0, secrets.token_hex(6)]  # no companion; the commit's token
 
 
 def keys_of(verification_id: str, counters: int = 0) -> list[str]:

@@ -206,3 +206,8 @@ def subprocess_env() -> dict[str, str]:
     env.pop("VERIFLOW_REDIS_URL", None)
     env.pop("VERIFLOW_CONFIG", None)
     return env
+
+
+def without_token(raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A stored hash without the `_c` field, the token of the commit that last wrote it."""
+    return {name: value for name, value in raw.items() if name != b"_c"}

@@ -36,7 +36,7 @@ from service.store.keys import Keys, motp_user_key, shard_in
 from service.store.outbox import GROUP, OutboxStreams
 from service.store.store import CommitOps, CommitStatus, Companion, Store
 from tests.cluster import Cluster
-from tests.conftest import Api, start_body
+from tests.conftest import Api, start_body, without_token
 from tests.test_api_motp import confirm, enrol, now_code, started
 
 pytestmark = pytest.mark.cluster
@@ -139,11 +139,12 @@ class TestCommitScript:
             assert created.status is OK
             stale = await store.commit(ops(vid, 0, fields={"state": "stale"}))
             assert (stale.status, stale.detail) == (CONFLICT, "1")
-            updated = await store.commit(ops(vid, 1, timers_remove=[f"{vid}|session|500"],
-                                             timers_add=[(900, f"{vid}|result|900")], releases=[(claim, vid)]))
-            assert updated.status is OK
-            assert await store_client.hgetall(KEYS.record(vid)) == {b"version": b"2", b"state": b"s2"}
-            assert await store_client.hgetall(companion.key) == {b"version": b"1", b"secret": f"s{shard}".encode()}
+            update = ops(vid, 1, timers_remove=[f"{vid}|session|500"],
+                         timers_add=[(900, f"{vid}|result|900")], releases=[(claim, vid)])
+            assert (await store.commit(update)).status is OK
+            assert await store_client.hgetall(KEYS.record(vid)) == {
+                b"version": b"2", b"state": b"s2", b"_c": update.token.encode()}
+            assert without_token(await store_client.hgetall(companion.key)) == {b"version": b"1", b"secret": f"s{shard}".encode()}
             assert await store_client.zrange(KEYS.timers(shard), 0, -1) == [f"{vid}|result|900".encode()]
             assert await store_client.xlen(KEYS.outbox(shard)) == 1
             assert await store_client.exists(claim) == 0
@@ -346,7 +347,7 @@ class TestReplication:
             await pinned.aclose()
         with redis_cluster.client(replica_port, single_connection_client=True) as replica:
             replica.execute_command("READONLY")
-            assert replica.hgetall(KEYS.record(vid)) == {b"version": b"5", b"state": b"s5"}
+            assert without_token(replica.hgetall(KEYS.record(vid))) == {b"version": b"5", b"state": b"s5"}
         assert await store_client.hget(KEYS.record(vid), "version") == b"5"  # the cluster client agrees
 
 

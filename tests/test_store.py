@@ -6,6 +6,7 @@ from typing import Any
 
 from service.store.keys import Keys
 from service.store.store import CommitOps, CommitStatus, Store
+from tests.conftest import without_token
 
 KEYS = Keys(4)
 VID = KEYS.new_id(2)
@@ -28,9 +29,10 @@ class TestCommit:
         assert (await store.commit(ops(0))).status is CommitStatus.OK
         stale = await store.commit(ops(0, fields={"state": "stale"}))
         assert (stale.status, stale.detail) == (CommitStatus.CONFLICT, "1")
-        assert (await store.commit(ops(1))).status is CommitStatus.OK
+        second = ops(1)
+        assert (await store.commit(second)).status is CommitStatus.OK
         raw = await store_client.hgetall(KEYS.record(VID))
-        assert raw == {b"version": b"2", b"state": b"s2"}
+        assert raw == {b"version": b"2", b"state": b"s2", b"_c": second.token.encode()}
 
     async def test_one_commit_writes_record_timers_outbox_and_ttl_together(self, store_client):
         """Fields, deletions, timers, outbox entries, claims and the record's expiry in one step."""
@@ -40,7 +42,7 @@ class TestCommit:
                                outbox=[b'{"kind":"sms"}'], claims=[(claim, VID, 30_000)]))
         await store.commit(ops(1, deleted=["gone"], timers_remove=["t1"], outbox=[b'{"kind":"notify"}'],
                                releases=[(claim, VID)]))
-        assert await store_client.hgetall(KEYS.record(VID)) == {b"version": b"2", b"state": b"s2"}
+        assert without_token(await store_client.hgetall(KEYS.record(VID))) == {b"version": b"2", b"state": b"s2"}
         assert await store_client.zrange(KEYS.timers(2), 0, -1, withscores=True) == [(b"t2", 900.0)]
         entries = await store_client.xrange(KEYS.outbox(2))
         assert [fields[b"e"] for _, fields in entries] == [b'{"kind":"sms"}', b'{"kind":"notify"}']
@@ -76,3 +78,19 @@ class TestTimers:
         await store_client.zadd(KEYS.timers(0), {f"t{i}": i for i in range(10)})
         assert await store.claim_due_timers(0, now_ms=100, lease_ms=1000, batch=3) == ["t0", "t1", "t2"]
         assert await store.count_timers() == 10
+
+
+class TestCommitSentAgain:
+    async def test_the_same_commit_sent_twice_is_applied_once_and_answered_ok(self, store_client):
+        """A client that lost the answer and sends the same call again (a retried connection)
+        finds its commit applied: ok, not a lost race, and nothing written twice."""
+        store = Store(store_client, KEYS)
+        first = ops(0, fields={"state": "a"}, timers_add=[(500, "t1")], outbox=[b"e1"])
+        assert (await store.commit(first)).status is CommitStatus.OK
+        assert (await store.commit(first)).status is CommitStatus.OK
+        assert await store_client.xlen(KEYS.outbox(2)) == 1
+        assert await store_client.zcard(KEYS.timers(2)) == 1
+        other = ops(0, fields={"state": "b"})  # another commit from the same version: a lost race
+        assert (await store.commit(other)).status is CommitStatus.CONFLICT
+        assert await store_client.hget(KEYS.record(VID), "state") == b"a"
+        assert await store_client.hget(KEYS.record(VID), "version") == b"1"

@@ -11,7 +11,9 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 #       n payload*, n (key-index value ttl-ms)*, n (key-index value)*,
 #       n (key-index value)* keys that live as long as the record (value "": only their expiry),
 #       n (key-index field delta ttl-ms)* counters (a hash field that falls to 0 is deleted),
-#       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*
+#       then the optional companion: 0 | 1 key-index expected new n (field value)* n field*,
+#       and last the commit's token, kept in the record's `_c` field: the same call sent again
+#       (its answer lost on a broken connection) finds itself applied and answers ok.
 # The linked keys take the record's expiry on every commit, so they live exactly as long as it.
 # (The audit trail is fields of the record itself: see store.plan.)
 # The companion is a second hash in the same slot (an mOTP user beside its verification),
@@ -20,7 +22,11 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # Returns {"ok"} | {"version", current} | {"version", current, "companion"} | {"taken", key-index}
 COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
-if current ~= ARGV[1] then return {'version', current} end
+if current ~= ARGV[1] then
+  -- This very commit, sent again after its answer was lost: it is done, not a lost race.
+  if current == ARGV[2] and redis.call('HGET', KEYS[1], '_c') == ARGV[#ARGV] then return {'ok'} end
+  return {'version', current}
+end
 
 local i = 4
 local function group(width)
@@ -59,7 +65,7 @@ for c = 0, n_claim - 1 do
   if held and held ~= ARGV[at + 1] then return {'taken', ARGV[at]} end
 end
 
-local fields = {'version', ARGV[2]}
+local fields = {'version', ARGV[2], '_c', ARGV[#ARGV]}
 for f = 0, n_set - 1 do
   fields[#fields + 1] = ARGV[set_at + f * 2]
   fields[#fields + 1] = ARGV[set_at + f * 2 + 1]

@@ -67,6 +67,9 @@ class CommitOps:
     counts: list[tuple[str, str, int, int]] = field(default_factory=list)  # key, field, delta, ttl ms
     companion: Companion | None = None
     persistent: bool = False  # the record never expires (an mOTP user written on its own)
+    # Names this commit: the script keeps it in the record (`_c`), so a call the client sends again
+    # after losing the answer (a retried connection) finds it applied, instead of a lost race.
+    token: str = field(default_factory=lambda: secrets.token_hex(6))
 
     def script_args(self) -> tuple[list[str], list[Any]]:
         keys = [self.record_key, self.timers_key, self.outbox_key]
@@ -106,6 +109,7 @@ class CommitOps:
             for name, value in c.fields.items():
                 args += [name, value]
             args += [len(c.deleted), *c.deleted]
+        args.append(self.token)  # always the last argument
         return keys, args
 
 
