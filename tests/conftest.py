@@ -74,7 +74,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(10)
 
 
-BOTH_STORES = {"test_timers", "test_webhooks", "test_workers", "test_tx_id", "test_processes"}
+BOTH_STORES = {"test_timers", "test_webhooks", "test_workers", "test_tx_id", "test_processes", "test_security"}
 
 
 def runs_on_both_stores(metafunc: pytest.Metafunc) -> bool:

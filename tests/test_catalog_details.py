@@ -15,10 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.test_catalog_source import catalog, entries_for_rows
 
 TESTS_DIR = Path(__file__).resolve().parent
-CATALOG_PATH = TESTS_DIR.parent / "config" / "catalog.yaml"
 SOURCE_CATALOG = TESTS_DIR / "data" / "source_catalog.md"
 
 SOURCE_DETAIL_CODES = 28
@@ -54,25 +53,9 @@ def source_details(description: str) -> dict[str, str]:
     return details
 
 
-@cache
-def catalog() -> tuple[dict[str, Any], ...]:
-    data = yaml.safe_load(CATALOG_PATH.read_text(encoding="utf-8"))
-    return tuple(data["codes"])
-
-
 def source_entries() -> list[tuple[tuple[str, str, str], dict[str, Any]]]:
-    """Each source row with its entry: the n-th row of a code with the n-th entry of that code."""
-    by_code: dict[str, list[dict[str, Any]]] = {}
-    for entry in catalog():
-        by_code.setdefault(entry["code"], []).append(entry)
-    seen: Counter[str] = Counter()
-    pairs = []
-    for row in source_rows():
-        entries = by_code.get(row[0], [])
-        assert seen[row[0]] < len(entries), f"no entry for source row #{seen[row[0]] + 1} of {row[0]}"
-        pairs.append((row, entries[seen[row[0]]]))
-        seen[row[0]] += 1
-    return pairs
+    """Each raw source row with its entry (the pairing of test_catalog_source)."""
+    return entries_for_rows(source_rows())
 
 
 class TestKoreanDetailTexts:

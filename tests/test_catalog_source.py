@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,15 @@ def catalog() -> tuple[dict[str, Any], ...]:
     return tuple(data["codes"])
 
 
-def entries_for_rows() -> list[tuple[tuple[str, str, str], dict[str, Any]]]:
-    """Pair each source row with its entry: the n-th row of a code with the n-th entry of that code."""
+def entries_for_rows(rows: Iterable[tuple[str, str, str]] | None = None) -> list[tuple[tuple[str, str, str], dict[str, Any]]]:
+    """Pair each source row (by default the normalised ones) with its entry: the n-th row of a code
+    with the n-th entry of that code."""
     by_code: dict[str, list[dict[str, Any]]] = {}
     for entry in catalog():
         by_code.setdefault(entry["code"], []).append(entry)
     seen: Counter[str] = Counter()
     pairs = []
-    for row in source_rows():
+    for row in source_rows() if rows is None else rows:
         code = row[0]
         found = by_code.get(code, [])
         assert seen[code] < len(found), f"no catalog entry for source row #{seen[code] + 1} of {code}"

@@ -16,7 +16,6 @@ what `WAIT` would buy).
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from tests.cluster import Cluster
 from tests.conftest import free_port, start_body
 from tests.test_cluster_store import KEYS, shard_slot
-from tests.test_processes import Process, wait_ready
+from tests.test_processes import Process, processes, wait_ready  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 KEY = "cluster-faults-key-01"
@@ -47,14 +46,6 @@ def cluster() -> Iterator[Cluster]:
         yield started
     finally:
         started.stop()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        process.stop(signal.SIGKILL)
 
 
 class Client:
@@ -168,7 +159,7 @@ class Client:
         await self.redeem(started["id"], await self.verified(started["id"], {"code": app.now()}))
 
 
-async def test_the_four_channels_run_through_a_primary_failover(cluster: Cluster, processes, subprocess_env,
+async def test_the_four_channels_run_through_a_primary_failover(cluster: Cluster, processes, subprocess_env,  # noqa: F811 - the fixture
                                                                  tmp_path: Path) -> None:
     victim = cluster.primary_for_slot(shard_slot(0))
     entry = next(port for port in cluster.alive_ports if port != victim and port not in cluster.replicas_of(victim))

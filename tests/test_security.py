@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import AsyncIterator
 from ipaddress import ip_address
 from typing import Any
 
-import aiohttp
 import orjson
 import pyotp
 import pytest
@@ -26,41 +24,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from service.api import idempotency as held_keys
-from service.api.app import build_app
 from service.clock import ManualClock
 from service.effects.callback_address import is_public
 from service.limits import LimitSettings
-from service.providers.simulator import SimulatorClient
-from service.runtime import build_runtime
-from service.store.client import StoreInfo
-from tests.conftest import API_KEY, Api, free_port, make_settings, start_body
+from tests.conftest import API_KEY, Api, free_port, start_body
 from tests.phone import sim_items
 from tests.phone import start as start_channel
 from tests.test_callback_address import DISGUISED_PRIVATE, UNDELIVERABLE
 
 PHONE = "01066667777"
-
-
-@pytest.fixture
-async def strict(store_client: Any, clock: ManualClock) -> AsyncIterator[Api]:
-    """The running API with the production rule for callbacks: private networks refused."""
-    settings = make_settings(allow_private_callbacks=False)
-    rt = await build_runtime(settings, clock=clock, client=store_client,
-                             store_info=StoreInfo("test", durable=False))
-    app = build_app(rt, simulator=True)
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    simulator = rt.providers.sms
-    assert isinstance(simulator, SimulatorClient)
-    simulator.base_url = base + "/sim"
-    simulator.webhook_url = base + "/v1/providers/simulator/events"
-    await rt.dispatcher.ensure_groups()
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, base, rt, app)
-    await server.close()
-    await rt.http.close()
-    await rt.callbacks.close()
 
 
 async def snapshot(api: Api) -> dict[bytes, Any]:
@@ -130,54 +102,55 @@ class TestSmsPumping:
             assert await snapshot(api) == before, "a refused start changes nothing in the store"
 
 
+@pytest.mark.settings(allow_private_callbacks=False)  # the production rule
 class TestCallbacksAimedInward:
     @pytest.mark.parametrize("url", [url for url, _ in DISGUISED_PRIVATE])
-    async def test_a_disguised_private_callback_is_refused_at_start(self, strict: Api, url: str):
+    async def test_a_disguised_private_callback_is_refused_at_start(self, api: Api, url: str):
         """Every disguise of a loopback, private, link-local or metadata address: 400 3001, nothing
         created (the host is judged as the HTTP client would connect to it)."""
-        before = await snapshot(strict)
-        status, body = await strict.call("POST", "/v1/verifications", start_body(PHONE, callback_url=url))
+        before = await snapshot(api)
+        status, body = await api.call("POST", "/v1/verifications", start_body(PHONE, callback_url=url))
         assert (status, body["error"]["code"]) == (400, "3001"), body
-        assert await snapshot(strict) == before
+        assert await snapshot(api) == before
 
     @pytest.mark.parametrize("url", [url for url, _ in UNDELIVERABLE])
-    async def test_an_undeliverable_callback_is_refused_at_start(self, strict: Api, url: str):
+    async def test_an_undeliverable_callback_is_refused_at_start(self, api: Api, url: str):
         """A URL the HTTP client cannot call as written (userinfo, ambiguous hosts, ...): 3001."""
-        before = await snapshot(strict)
-        status, body = await strict.call("POST", "/v1/verifications", start_body(PHONE, callback_url=url))
+        before = await snapshot(api)
+        status, body = await api.call("POST", "/v1/verifications", start_body(PHONE, callback_url=url))
         assert (status, body["error"]["code"]) == (400, "3001"), body
-        assert await snapshot(strict) == before
+        assert await snapshot(api) == before
 
-    async def test_a_public_callback_is_kept_normalised(self, strict: Api):
+    async def test_a_public_callback_is_kept_normalised(self, api: Api):
         """The URL kept is the one the client will call."""
-        started = await strict.start(PHONE, callback_url="http://\uff18.\uff18.\uff18.\uff18/hook")
-        record = await strict.rt.store.load(started["id"])
+        started = await api.start(PHONE, callback_url="http://\uff18.\uff18.\uff18.\uff18/hook")
+        record = await api.rt.store.load(started["id"])
         assert record is not None
         assert record.callback_url == "http://8.8.8.8/hook"
 
-    async def test_a_disguised_callback_kept_in_a_record_is_never_delivered(self, strict: Api):
+    async def test_a_disguised_callback_kept_in_a_record_is_never_delivered(self, api: Api):
         """A PASS-like verified callback (with a live key_token) whose URL is `http://①②⑦.0.0.1:PORT/x`
         (kept before this rule): the dispatcher drops it at once, the listener hears nothing."""
         server, heard = await listener()
         try:
-            started = await strict.start(PHONE)
-            redis = strict.rt.store.redis
-            await redis.hset(strict.rt.store.keys.record(started["id"]), "callback_url",
+            started = await api.start(PHONE)
+            redis = api.rt.store.redis
+            await redis.hset(api.rt.store.keys.record(started["id"]), "callback_url",
                              f"http://①②⑦.0.0.1:{server.port}/x")
-            code = await strict.latest_code(PHONE)
-            status, verified = await strict.call("POST", f"/v1/verifications/{started['id']}/confirm", {"code": code})
+            code = await api.latest_code(PHONE)
+            status, verified = await api.call("POST", f"/v1/verifications/{started['id']}/confirm", {"code": code})
             assert (status, verified["status"]) == (200, "verified")
             for _ in range(3):
-                await strict.rt.dispatcher.read_once(block_ms=1)
+                await api.rt.dispatcher.read_once(block_ms=1)
             await asyncio.sleep(0.1)
             assert heard == []
-            assert await strict.rt.dispatcher.pending_count() == 0, "dropped at once, not retried for a day"
-            dropped = strict.rt.metrics.effects.labels("notify", "dropped")._value.get()
+            assert await api.rt.dispatcher.pending_count() == 0, "dropped at once, not retried for a day"
+            dropped = api.rt.metrics.effects.labels("notify", "dropped")._value.get()
             assert dropped == 1
         finally:
             await server.close()
 
-    async def test_a_name_that_resolves_only_to_private_addresses_is_dropped_at_once(self, strict: Api):
+    async def test_a_name_that_resolves_only_to_private_addresses_is_dropped_at_once(self, api: Api):
         """The check on the connection: this machine's own name resolves to a non-public address;
         the callback is dropped at once, and nothing is heard."""
         name = socket.gethostname()
@@ -189,12 +162,12 @@ class TestCallbacksAimedInward:
             pytest.skip("this machine's name resolves to a public address")
         server, heard = await listener()
         try:
-            started = await strict.start(PHONE, callback_url=f"http://{name}:{server.port}/x")
-            await strict.call("POST", f"/v1/verifications/{started['id']}/cancel")
+            started = await api.start(PHONE, callback_url=f"http://{name}:{server.port}/x")
+            await api.call("POST", f"/v1/verifications/{started['id']}/cancel")
             for _ in range(3):
-                await strict.rt.dispatcher.read_once(block_ms=1)
+                await api.rt.dispatcher.read_once(block_ms=1)
             assert heard == []
-            assert await strict.rt.dispatcher.pending_count() == 0, "dropped at once, not retried for a day"
+            assert await api.rt.dispatcher.pending_count() == 0, "dropped at once, not retried for a day"
         finally:
             await server.close()
 
