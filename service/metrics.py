@@ -34,6 +34,11 @@ class Metrics:
             "veriflow_commit_conflicts", "Commits retried because another writer won the version.",
             registry=self.registry,
         )
+        self.record_cache = Counter(
+            "veriflow_record_cache", "Steps by what this process's own copy of the record did: hit (the "
+            "commit on it won, no read), miss (none kept: read), stale (another writer had moved it on), "
+            "unchanged (nothing to commit checks it: read).", ["result"], registry=self.registry,
+        )
         self.live = Gauge(
             "veriflow_live_verifications", "Verifications pending or verified (armed timers).",
             registry=self.registry,

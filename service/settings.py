@@ -73,6 +73,7 @@ class PassSettings:
 class StoreSettings:
     connect_timeout_s: float  # how long start-up waits for the store
     socket_timeout_s: float  # how long one command waits for an answer
+    record_cache: int = 0  # live records a process keeps from its own commits (service.record_cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +315,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         store=StoreSettings(
             connect_timeout_s=_number(raw, "store.connect_timeout_s"),
             socket_timeout_s=_number(raw, "store.socket_timeout_s"),
+            record_cache=_int(raw, "store.record_cache", minimum=0),
         ),
         idempotency=IdempotencySettings(
             ttl_s=_int(raw, "idempotency.ttl_s"),

@@ -23,6 +23,7 @@ from machines.vocabulary import Status
 from service.clock import Clock
 from service.errors import BusyError, ClaimTakenError, UnknownVerificationError
 from service.metrics import Metrics
+from service.record_cache import RecordCache
 from service.settings import Settings
 from service.store import audit
 from service.store.keys import Keys
@@ -47,6 +48,8 @@ class Transactor:
         self.clock = clock
         self.metrics = metrics
         self.plan = CommitPlanner(store.keys, settings)
+        self.records = RecordCache(settings.store.record_cache)
+        self._copy = {result: metrics.record_cache.labels(result) for result in ("hit", "miss", "stale", "unchanged")}
 
     def decide(self, record: Verification, event: Event) -> Decision:
         if isinstance(event, SwitchChannel):
@@ -100,13 +103,15 @@ class Transactor:
         return decision
 
     async def _commit_new(self, decision: Decision, claims: tuple[Claim, ...]) -> None:
-        result = await self.store.commit(self._ops(decision, None, claims))
+        ops = self._ops(decision, None, claims)
+        result = await self.store.commit(ops)
         if result.status is CommitStatus.TAKEN and await self._settle_holder(result.detail):
-            result = await self.store.commit(self._ops(decision, None, claims))
+            result = await self.store.commit(ops := self._ops(decision, None, claims))
         if result.status is CommitStatus.TAKEN:
             raise ClaimTakenError(result.detail)
         if result.status is CommitStatus.CONFLICT:  # a 96-bit id collision: never in practice
             raise BusyError(decision.record.id)
+        self._committed(ops)
 
     async def _reserve(self, claim: Claim) -> None:
         if await self.store.reserve_claim(claim.key, claim.value, claim.ttl_ms):
@@ -152,29 +157,55 @@ class Transactor:
         fired_timer: str | None = None,
         claims: Callable[[Decision], Sequence[Claim]] | None = None,
         actor: str = audit.CLIENT,
+        read: bool = False,
     ) -> Decision:
         """Decide `build_event(record)` on the stored record and commit it, retrying lost races.
 
         `claims` names unique keys the commit must take with the decision (a provider event id, a
         tx_id again): when one is held, nothing is written and ClaimTakenError is raised. `actor`
-        (the API client, `provider:<id>`, the timer) is who the audit trail says caused it."""
-        for attempt in range(MAX_COMMIT_TRIES):
+        (the API client, `provider:<id>`, the timer) is who the audit trail says caused it. The
+        first try decides on this process's copy of the record when it has one (see
+        service.record_cache), unless `read` asks for the stored record."""
+        record = None if read else self.records.get(verification_id)
+        kept = record is not None  # this process's copy: only a commit proves it current
+        if record is None:
+            self._copy["miss"].inc()
             record = await self.store.load(verification_id)
+        for attempt in range(MAX_COMMIT_TRIES):
             if record is None or (client_id is not None and record.client_id != client_id):
-                raise UnknownVerificationError(verification_id)
+                raise UnknownVerificationError(verification_id)  # (an owner never changes)
             decision = self.decide(record, await build_event(record))
+            if not decision.changed and kept:  # nothing to commit checks the copy: read it
+                self._copy["unchanged"].inc()
+                self.records.drop(verification_id)
+                record, kept = await self.store.load(verification_id), False
+                continue
             if not decision.changed:
                 return decision
             taken = tuple(claims(decision)) if claims is not None else ()
-            result = await self.store.commit(self._ops(decision, fired_timer, taken, actor))
+            ops = self._ops(decision, fired_timer, taken, actor)
+            result = await self.store.commit(ops)
             if result.status is CommitStatus.OK:
+                if kept:
+                    self._copy["hit"].inc()
+                self._committed(ops)
                 await self._after_commit(decision)
                 return decision
             if result.status is CommitStatus.TAKEN:
                 raise ClaimTakenError(result.detail)
             self.metrics.commit_conflicts.inc()
+            if kept:
+                self._copy["stale"].inc()
+            self.records.drop(verification_id)
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # noqa: S311 - jitter
+            kept = False
+            known = result.current is not None  # the record that won came back with the answer
+            record = result.current_record() if known else await self.store.load(verification_id)
         raise BusyError(verification_id)
+
+    def _committed(self, ops: CommitOps) -> None:
+        if ops.after is not None:
+            self.records.keep(ops.after)
 
     async def apply_batch(
         self, requests: Sequence[tuple[str, Callable[[Verification], Event], str | None]],
@@ -194,11 +225,13 @@ class Transactor:
             if decision.changed:
                 pending.append((index, decision, self._ops(decision, fired_timer, (), actor)))
         results = await self.store.commit_many([ops for _, _, ops in pending])
-        for (index, decision, _), result in zip(pending, results, strict=True):
+        for (index, decision, ops), result in zip(pending, results, strict=True):
             if result.status is CommitStatus.OK:
+                self._committed(ops)
                 await self._after_commit(decision)
                 continue
             self.metrics.commit_conflicts.inc()
+            self.records.drop(requests[index][0])
             verification_id, build_event, fired_timer = requests[index]
             try:
                 decisions[index] = await self.apply(verification_id, _awaitable(build_event),

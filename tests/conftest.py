@@ -74,7 +74,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(10)
 
 
-BOTH_STORES = {"test_timers", "test_webhooks", "test_workers", "test_tx_id", "test_processes", "test_security"}
+BOTH_STORES = {"test_timers", "test_webhooks", "test_workers", "test_tx_id", "test_processes", "test_security",
+               "test_record_cache"}
 
 
 def runs_on_both_stores(metafunc: pytest.Metafunc) -> bool:

@@ -60,6 +60,26 @@ class TestCommit:
         assert await store_client.get(claim) == b"another-verification"
 
 
+class TestLostRace:
+    async def test_a_lost_race_answers_the_record_that_won(self, store_client):
+        """The caller decides again on it without another read; nothing of the loser is written."""
+        store = Store(store_client, KEYS)
+        won = ops(0, fields={"state": "won"})
+        assert (await store.commit(won)).status is CommitStatus.OK
+        lost = await store.commit(ops(0, fields={"state": "lost"}, outbox=[b"e"]))
+        assert (lost.status, lost.detail) == (CommitStatus.CONFLICT, "1")
+        assert lost.current == {b"version": b"1", b"state": b"won", b"_c": won.token.encode()}
+        assert await store_client.xlen(KEYS.outbox(2)) == 0
+
+    async def test_a_record_gone_answers_an_empty_one(self, store_client):
+        """A commit on a record that expired meanwhile (its copy still held) creates nothing."""
+        store = Store(store_client, KEYS)
+        gone = await store.commit(ops(3))
+        assert (gone.status, gone.detail, gone.current) == (CommitStatus.CONFLICT, "0", {})
+        assert gone.current_record() is None
+        assert await store_client.exists(KEYS.record(VID)) == 0
+
+
 class TestTimers:
     async def test_claim_leases_due_timers(self, store_client):
         """Due timers are handed out once per lease; a dead worker's claim comes due again."""

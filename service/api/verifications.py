@@ -32,8 +32,11 @@ UNKNOWN_DETAIL = {Code.UNKNOWN_FOR_RESEND: RESEND_DETAIL_UNKNOWN}
 
 
 async def transition(request: web.Request, build_event: EventBuilder, unknown_code: Code,
-                     claims: Callable[[Decision], Sequence[Claim]] | None = None) -> Decision:
-    """Apply an event to the caller's own verification named in the path."""
+                     claims: Callable[[Decision], Sequence[Claim]] | None = None, *,
+                     read: bool = False) -> Decision:
+    """Apply an event to the caller's own verification named in the path. A step whose builder
+    counts a limit before the decision (resend, fallback) `read`s the stored record: on a copy,
+    simultaneous requests would all count the send that only one of them makes."""
     rt = runtime(request)
     verification_id = request.match_info["id"]
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
@@ -42,7 +45,7 @@ async def transition(request: web.Request, build_event: EventBuilder, unknown_co
         raise unknown
     try:
         return await rt.transactor.apply(verification_id, build_event, client_id=request[CLIENT_ID],
-                                         claims=claims)
+                                         claims=claims, read=read)
     except UnknownVerificationError:
         raise unknown from None
 
@@ -105,7 +108,7 @@ async def resend(request: web.Request) -> web.Response:
 
     decision: Decision | None = None
     try:
-        decision = await transition(request, event, Code.UNKNOWN_FOR_RESEND)
+        decision = await transition(request, event, Code.UNKNOWN_FOR_RESEND, read=True)
     finally:
         await admission.settle(decision)
     return render(rt, decision)
@@ -156,7 +159,7 @@ async def fallback(request: web.Request) -> web.Response:
 
     decision: Decision | None = None
     try:
-        decision = await transition(request, switch, Code.UNKNOWN_VERIFICATION, claims=tx_claim)
+        decision = await transition(request, switch, Code.UNKNOWN_VERIFICATION, claims=tx_claim, read=True)
     except ClaimTakenError:
         raise ApiError(Code.DUPLICATE_TX_ID) from None
     finally:

@@ -73,6 +73,7 @@ class CommitPlanner:
             deleted=deleted,
             claims=[(c.key, c.value, c.ttl_ms) for c in claims],
             counts=self.counts(decision, now_ms),
+            after=after_versioned,
         )
         if decision.steps:  # the audit trail: one field of the record per commit (see service.store.audit)
             ops.fields[audit.field_name(version)] = audit.encode_all(decision.steps, actor,

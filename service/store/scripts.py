@@ -19,13 +19,15 @@ and names every key in KEYS (one slot, so Redis Cluster accepts it).
 # The companion is a second hash in the same slot (an mOTP user beside its verification),
 # compare-and-set on its own version: both change in one step, or neither. A companion whose
 # new version equals the expected one is only checked, not written.
-# Returns {"ok"} | {"version", current} | {"version", current, "companion"} | {"taken", key-index}
+# Returns one of {"ok"}, {"version", current, record fields}, {"version", current, "companion"}
+# and {"taken", key-index}.
 COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then
   -- This very commit, sent again after its answer was lost: it is done, not a lost race.
   if current == ARGV[2] and redis.call('HGET', KEYS[1], '_c') == ARGV[#ARGV] then return {'ok'} end
-  return {'version', current}
+  -- A lost race: the current record comes back, so the step is decided again without a read.
+  return {'version', current, redis.call('HGETALL', KEYS[1])}
 end
 
 local i = 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,9 @@ class CommitOps:
     persistent: bool = False  # the record never expires (an mOTP user written on its own)
     # Names this commit: the script keeps it in the record (`_c`), so a call the client sends again
     # after losing the answer (a retried connection) finds it applied, instead of a lost race.
-    token: str = field(default_factory=lambda: secrets.token_hex(6))
+    # Unique enough among the commits racing for one version; it guards nothing secret.
+    token: str = field(default_factory=lambda: f"{random.getrandbits(48):012x}")
+    after: Verification | None = None  # the record as this commit leaves it (not sent)
 
     def script_args(self) -> tuple[list[str], list[Any]]:
         keys = [self.record_key, self.timers_key, self.outbox_key]
@@ -117,6 +120,12 @@ class CommitOps:
 class CommitResult:
     status: CommitStatus
     detail: str | None = None  # the current version, or the key that is taken
+    # A lost race on the record answers the hash that won (empty: it is gone); None when it did
+    # not (the companion had changed, or a script of an older release answered).
+    current: dict[Any, Any] | None = None
+
+    def current_record(self) -> Verification | None:
+        return from_fields(self.current) if self.current else None
 
 
 class Store:
@@ -239,6 +248,9 @@ def _commit_result(reply: Any, keys: list[str]) -> CommitResult:
     status = CommitStatus(as_text(reply[0]))
     if status is CommitStatus.TAKEN:
         return CommitResult(status, keys[int(as_text(reply[1])) - 1])
+    if status is CommitStatus.CONFLICT and isinstance(reply[-1], list):  # the record that won
+        flat = iter(reply[-1])
+        return CommitResult(status, as_text(reply[1]), dict(zip(flat, flat, strict=True)))
     return CommitResult(status, as_text(reply[1]) if len(reply) > 1 else None)
 
 
