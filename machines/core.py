@@ -9,7 +9,6 @@ channel's definition shares is in `machines.common`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -107,7 +106,7 @@ class Flow:
     @property
     def record(self) -> Verification:
         if self._changes:
-            self._record = dataclasses.replace(self._record, **self._changes)
+            self._record = self._record.evolve(**self._changes)
             self._changes = {}
         return self._record
 

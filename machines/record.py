@@ -68,11 +68,31 @@ class Verification:
     def is_live(self) -> bool:
         return not self.status.is_terminal
 
+    def evolve(self, **changes: Any) -> Verification:
+        """`dataclasses.replace` for a record, about three times faster: every step of every
+        verification makes a few of them (the decision, the commit's new version, a read)."""
+        values = [changes.pop(name) if name in changes else getattr(self, name) for name in _NAMES]
+        if changes:
+            msg = f"Verification has no fields {sorted(changes)}"
+            raise TypeError(msg)
+        return _build(values)
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Verification)}
+_NAMES = tuple(_FIELDS)
 _INT_FIELDS = {
     name for name, f in _FIELDS.items() if "int" in str(f.type)
 }
+# The slots' own setters: a frozen dataclass's __init__ goes through object.__setattr__ for each
+# of its 33 fields, which is most of the cost of making a record.
+_SETTERS = tuple(getattr(Verification, name).__set__ for name in _NAMES)
+
+
+def _build(values: list[Any]) -> Verification:
+    record = object.__new__(Verification)
+    for setter, value in zip(_SETTERS, values, strict=True):
+        setter(record, value)
+    return record
 
 
 # A field at its default is not stored (reading fills the default in): every live
@@ -92,24 +112,45 @@ def to_fields(record: Verification) -> dict[str, str]:
 
 def changed_fields(before: Verification | None, after: Verification) -> tuple[dict[str, str], list[str]]:
     """What a commit must write (`HSET`) and delete (`HDEL`) to turn `before` into `after`."""
-    new = to_fields(after)
     if before is None:
-        return new, []
-    old = to_fields(before)
-    written = {k: v for k, v in new.items() if old.get(k) != v}
-    deleted = [k for k in old if k not in new]
+        return to_fields(after), []
+    written: dict[str, str] = {}
+    deleted: list[str] = []
+    for name in _NAMES:
+        value = getattr(after, name)
+        if value == getattr(before, name):
+            continue
+        if value is None or (name in _DEFAULTS and value == _DEFAULTS[name]):
+            deleted.append(name)  # stored before (it differed from this default), not any more
+        else:
+            written[name] = str(value)
     return written, deleted
 
 
 def from_fields(raw: dict[Any, Any]) -> Verification:
     """Rebuild a record from a Redis hash (bytes or str keys and values)."""
-    values: dict[str, Any] = {}
+    values: list[Any] = list(_ABSENT)
     for key, value in raw.items():
-        name = key.decode() if isinstance(key, bytes) else key
-        if name not in _FIELDS:
-            continue  # a field of a newer definition: ignored by this one
-        text = value.decode() if isinstance(value, bytes) else value
-        values[name] = int(text) if name in _INT_FIELDS else text
-    values["channel"] = Channel(values["channel"])
-    values["status"] = Status(values["status"])
-    return Verification(**values)
+        slot = _SLOTS.get(key)
+        if slot is None:
+            continue  # the audit trail, the commit token, a field of a newer definition
+        index, is_int = slot
+        values[index] = int(value) if is_int else (value.decode() if isinstance(value, bytes) else value)
+    for index in _REQUIRED:
+        if values[index] is _MISSING:
+            msg = f"a stored verification lacks {_NAMES[index]!r}"
+            raise KeyError(msg)
+    values[_CHANNEL] = Channel(values[_CHANNEL])
+    values[_STATUS] = Status(values[_STATUS])
+    return _build(values)
+
+
+_MISSING = object()
+# Each field's place in the record by its stored name (bytes as redis-py answers, or text), and
+# what a field that is not stored reads as.
+_SLOTS: dict[Any, tuple[int, bool]] = {}
+for _index, _name in enumerate(_NAMES):
+    _SLOTS[_name] = _SLOTS[_name.encode()] = (_index, _name in _INT_FIELDS)
+_ABSENT = tuple(_DEFAULTS.get(name, _MISSING) for name in _NAMES)
+_REQUIRED = tuple(index for index, name in enumerate(_NAMES) if name not in _DEFAULTS)
+_CHANNEL, _STATUS = _NAMES.index("channel"), _NAMES.index("status")

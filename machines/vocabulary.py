@@ -24,7 +24,10 @@ class Status(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in {Status.PENDING, Status.VERIFIED}
+        return self not in _LIVE
+
+
+_LIVE = frozenset({Status.PENDING, Status.VERIFIED})
 
 
 class TimerKind(StrEnum):

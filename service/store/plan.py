@@ -8,7 +8,7 @@ script call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from machines import motp_user
 from machines.core import Decision
@@ -58,7 +58,7 @@ class CommitPlanner:
             claims: tuple[Claim, ...] = (), actor: str = audit.CLIENT) -> CommitOps:
         before, after = decision.before, decision.record
         version = before.version + 1
-        after_versioned = replace(after, version=version)
+        after_versioned = after.evolve(version=version)
         fields, deleted = changed_fields(None if before.version == 0 else before, after_versioned)
         fields.pop("version", None)  # the script writes the version itself
         shard = shard_in(after.id)
