@@ -7,7 +7,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import structlog
 
 from service.catalog import Catalog
@@ -18,6 +17,7 @@ from service.effects.dispatcher import Dispatcher, registry
 from service.effects.handlers import ProviderEffects
 from service.metrics import Metrics
 from service.providers.ports import Providers
+from service.providers.sessions import ProviderSessions
 from service.providers.wiring import build_providers, webhook_secrets
 from service.settings import ConfigError, Settings
 from service.store.client import StoreInfo, StoreOptions, connect
@@ -41,7 +41,7 @@ class Runtime:
     catalog: Catalog
     metrics: Metrics
     clock: Clock
-    http: aiohttp.ClientSession
+    provider_sessions: ProviderSessions  # each provider's own HTTP connection pool
     providers: Providers
     callbacks: Callbacks
     timers: TimerWorker
@@ -50,7 +50,7 @@ class Runtime:
     limiter: Limiter
 
     async def close(self) -> None:
-        await self.http.close()
+        await self.provider_sessions.close()
         await self.callbacks.close()
         await self.store.redis.aclose()
 
@@ -93,11 +93,11 @@ async def build_runtime(
     metrics = Metrics()
     limiter = Limiter(client, settings.limits, keyed_digest_for(key), clock.now_ms,
                       on_refusal=metrics.limit_refusal)
-    http = aiohttp.ClientSession()
+    provider_sessions = ProviderSessions()
     try:
-        providers = build_providers(settings, http, simulator_url)
-    except ConfigError:
-        await http.close()
+        providers = build_providers(settings, provider_sessions, simulator_url)
+    except BaseException:  # a ConfigError, typically: the sessions made so far must not leak
+        await provider_sessions.close()
         raise
     callbacks = Callbacks(settings, secret, callback_session(allow_private=settings.allow_private_callbacks))
     provider_effects = ProviderEffects(store, settings, secret, providers.sms, providers.calls, providers.pushes)
@@ -114,7 +114,7 @@ async def build_runtime(
         catalog=Catalog.load(),
         metrics=metrics,
         clock=clock,
-        http=http,
+        provider_sessions=provider_sessions,
         providers=providers,
         callbacks=callbacks,
         timers=TimerWorker(transactor, clock, metrics),

@@ -123,7 +123,7 @@ async def runtime(request: pytest.FixtureRequest, store_client: Any, clock: Manu
     rt = await build_runtime(settings, clock=clock, client=store_client,
                              store_info=StoreInfo("test", durable=False))
     yield rt
-    await rt.http.close()
+    await rt.provider_sessions.close()
     await rt.callbacks.close()
 
 

@@ -69,7 +69,7 @@ async def runtime(store_client: Any, clock: ManualClock) -> AsyncIterator[Runtim
     settings = make_settings(allow_private_callbacks=True, error_dialects={"acme": "xsolla"})
     rt = await build_runtime(settings, clock=clock, client=store_client, store_info=StoreInfo("test", durable=False))
     yield rt
-    await rt.http.close()
+    await rt.provider_sessions.close()
     await rt.callbacks.close()
 
 

@@ -50,7 +50,7 @@ async def other(api: Api) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(session, str(server.make_url("")).rstrip("/"), rt, server.app)
     await server.close()
-    await rt.http.close()
+    await rt.provider_sessions.close()
     await rt.callbacks.close()
 
 

@@ -7,6 +7,7 @@ import aiohttp
 from service.providers.config import PORTONE, SIMULATOR, TWILIO, ProviderSettings
 from service.providers.portone import PortOneProvider
 from service.providers.ports import Providers, SmsGateway
+from service.providers.sessions import ProviderSessions
 from service.providers.simulator import SimulatorClient
 from service.providers.twilio import TwilioSmsGateway
 from service.settings import ConfigError, Settings
@@ -51,14 +52,18 @@ def twilio(config: ProviderSettings, http: aiohttp.ClientSession, timeout_s: flo
     )
 
 
-def build_providers(settings: Settings, http: aiohttp.ClientSession, simulator_url: str | None) -> Providers:
-    """Each role's provider; the simulator's client is shared by every role it fills."""
+def build_providers(settings: Settings, sessions: ProviderSessions, simulator_url: str | None) -> Providers:
+    """Each role's provider, on its provider's own session; the simulator's client (and so its
+    session) is shared by every role it fills."""
     config = settings.providers
-    simulator = simulator_client(settings, http, simulator_url)
+    timeout_s = settings.provider_timeout_s
+    simulator = simulator_client(settings, sessions.for_provider(SIMULATOR), simulator_url)
     sms: SmsGateway = simulator
     if config.sms == TWILIO:
-        sms = twilio(config, http, settings.provider_timeout_s)
-    upstream = portone(config, http, settings.provider_timeout_s) if config.sms_upstream == PORTONE else None
+        sms = twilio(config, sessions.for_provider(TWILIO), timeout_s)
+    upstream = None
+    if config.sms_upstream == PORTONE:
+        upstream = portone(config, sessions.for_provider(PORTONE), timeout_s)
     # Only the simulator fills carriers, calls and pushes today (config.ROLES says so).
     return Providers(carriers=simulator, sms=sms, calls=simulator, pushes=simulator, code_upstream=upstream,
                      calls_id=config.calls, pushes_id=config.pushes, code_upstream_id=config.sms_upstream)
