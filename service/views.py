@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +12,11 @@ from service.crypto import Secrets
 
 
 def rfc3339(ms: int | None) -> str | None:
-    if ms is None:
-        return None
+    return None if ms is None else _rfc3339(ms)
+
+
+@functools.lru_cache(maxsize=4096)  # a verification's times are shown at every step of it
+def _rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

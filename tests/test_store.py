@@ -80,6 +80,17 @@ class TestLostRace:
         assert await store_client.exists(KEYS.record(VID)) == 0
 
 
+    async def test_a_server_that_lost_its_scripts_gets_the_commit_script_again(self, store_client):
+        """A restarted or failed-over server answers NOSCRIPT: the script is loaded and the commit
+        goes through, once."""
+        store = Store(store_client, KEYS)
+        await store_client.script_flush()
+        assert (await store.commit(ops(0))).status is CommitStatus.OK
+        await store_client.script_flush()
+        assert (await store.commit(ops(1))).status is CommitStatus.OK
+        assert await store_client.hget(KEYS.record(VID), "version") == b"2"
+
+
 class TestTimers:
     async def test_claim_leases_due_timers(self, store_client):
         """Due timers are handed out once per lease; a dead worker's claim comes due again."""
