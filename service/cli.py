@@ -21,6 +21,7 @@ from service.providers.wiring import simulator_webhook
 from service.runtime import Runtime, build_runtime, store_options
 from service.settings import ConfigError, Settings
 from service.simulator.app import Simulator
+from service.startup import heap
 from service.startup.forking import run_forked
 from service.startup.safety import refuse_unsafe
 from service.startup.serving import StartupError, run_until_stopped
@@ -193,6 +194,7 @@ async def run_server(settings: Settings, host: str, port: int, *, simulator: boo
 async def run_worker(settings: Settings) -> None:
     rt = await build_runtime(settings)
     announce(settings, rt)
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal  # noqa: PLC0415

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from service.api.protocol import EnvelopedRunner
 from service.catalog import Catalog
+from service.startup import heap
 
 
 class StartupError(RuntimeError):
@@ -32,6 +33,7 @@ async def run_until_stopped(app: web.Application, host: str, port: int,
         if store_answers is not None and not await store_answers():
             msg = "the store does not answer"
             raise StartupError(msg)
+        heap.settle()
         print(f"veriflow: listening on http://{host}:{port}", file=sys.stderr, flush=True)  # noqa: T201
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
