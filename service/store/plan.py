@@ -106,11 +106,11 @@ class CommitPlanner:
         `channel|status|code` in five-minute buckets."""
         before, after = decision.before, decision.record
         shard = shard_in(after.id)
-        live = self.keys.live(shard, after.client_id)
         was = f"{before.channel}|{before.state}" if before.version > 0 and before.is_live else None
         now = f"{after.channel}|{after.state}" if after.is_live else None
         out: list[tuple[str, str, int, int]] = []
         if was != now:
+            live = self.keys.live(shard, after.client_id)
             if was is not None:
                 out.append((live, was, -1, 0))
             if now is not None:
