@@ -19,7 +19,7 @@ from bench.procs import HOST, Processes
 from bench.stats import table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("confirm-wrong", "confirm-right", "flow")
+SCENARIOS = ("confirm-wrong", "confirm-right", "start", "flow")
 DISTURBED_CPU_S = 0.5  # CPU used outside the run during a measurement, above which it is flagged
 
 
@@ -38,7 +38,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seed-rate", type=float, default=2500, help="expected seeding rate (1/s)")
     run.add_argument("--api-processes", default="1,2", help="comma-separated API process counts")
     run.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    run.add_argument("--skip", default="", help="comma-separated phases to skip: load,timers,memory")
+    run.add_argument("--skip", default="", help="comma-separated phases to skip: load,calls,memory,timers")
     run.add_argument("--out", type=Path, default=None, help="JSON result file")
     args = parser.parse_args(argv)
     return with_defaults(args)
@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print("load: requests/s and latency, baseline vs veriflow", flush=True)
                 report["load"] = phases.measure_load(stack, args.api_counts, [1, args.concurrency])
                 processes.stop_one(worker)
+            if "calls" not in args.skip:
+                print("provider calls: CPU per carrier call on the API's side", flush=True)
+                report["provider_calls"] = phases.measure_provider_calls(stack, args.requests)
+                report["steps"] = phases.steps_without_calls(report.get("load", []), report["provider_calls"])
             if "memory" not in args.skip:
                 print(f"memory: {args.memory_sample} live SMS verifications", flush=True)
                 report["memory"] = asyncio.run(phases.measure_memory(stack, args.memory_sample))
@@ -123,18 +127,17 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         out["timers"] = {"lag_p99_ms": timers["lag_ms"]["p99"], "target_ms": 1000,
                          "exactly_once": timers["exactly_once"],
                          "met": timers["lag_ms"]["p99"] <= 1000 and timers["exactly_once"]}
-    if "memory" in report:
-        sms = report["memory"]["sms"]
+    for channel, measured in report.get("memory", {}).items():
         # used_memory growth from the largest sample: small ones are dominated by the moments
-        # Redis's key tables happen to double.
-        samples = [(sms["sample"], sms["used_memory_growth"])]
-        if "timers" in report:
+        # Redis's key tables happen to double (the timers phase's 100,000 are SMS verifications).
+        samples = [(measured["sample"], measured["used_memory_growth"])]
+        if channel == "sms" and "timers" in report:
             timers = report["timers"]
             samples.append((timers["verifications"], timers["used_memory_growth_per_verification"]))
         sample, growth = max(samples)
-        worst = max(growth, sms["memory_usage_total"])
-        out["memory_sms"] = {"memory_usage": sms["memory_usage_total"], "used_memory_growth": growth,
-                             "over": sample, "target": 1024, "met": worst <= 1024}
+        worst = max(growth, measured["memory_usage_total"])
+        out[f"memory_{channel}"] = {"memory_usage": measured["memory_usage_total"], "used_memory_growth": growth,
+                                    "over": sample, "target": 1024, "met": worst <= 1024}
     return out
 
 
@@ -152,6 +155,13 @@ def render(report: dict[str, Any]) -> str:
         parts.append(table(rows, ["scenario", "api", "conc", "base/s", "base p50", "base p99", "vf/s",
                                   "vf p50", "vf p99", "rps ratio", "p99 ratio", "base cpu ms",
                                   "vf cpu ms", "cpu ratio", "errors", "foreign cpu s"]))
+    if report.get("steps"):
+        calls = report["provider_calls"]
+        rows = [[r["step"], r["api_processes"], "+".join(r["provider_calls"]) or "-", r["cpu_ms_with_calls"],
+                 r["cpu_ms_in_calls"], r["cpu_ms_without_calls"], r["baseline_cpu_ms"]] for r in report["steps"]]
+        parts.append(table(rows, ["step", "api", "provider calls", "vf cpu ms", "in calls", "without calls",
+                                  "base cpu ms"]) + f"\n(one call, client side: subscriber check "
+                     f"{calls['subscriber_check_cpu_ms']} ms, add-on check {calls['addon_check_cpu_ms']} ms)")
     if "memory" in report:
         rows = [[name, m["hash_max_listpack_value"], m["record_encoding"], m["record_hash"], m["audit_trail_bytes"],
                  m["timer_member"], m["tx_claim"], m["live_counters"], m["memory_usage_total"],

@@ -4,6 +4,7 @@ A spec names the targets (base URLs; concurrent workers are spread over them rou
 the scenario, the concurrency, and a bound on both the number of requests and the time.
 Scenarios:
   confirm  one POST confirm per item (items: verification id and the code to send)
+  start    one POST /v1/verifications per item (a phone number)
   flow     start -> read the code from the inbox -> confirm -> redeem, per item (a phone number)
 Each request's latency is kept; a flow's latency is its four steps end to end.
 """
@@ -66,10 +67,19 @@ async def confirm_one(run: Run, base: str, item: dict[str, Any]) -> None:
     run.latencies.append(elapsed)
 
 
+async def start_one(run: Run, base: str, item: dict[str, Any]) -> None:
+    _, elapsed = await start(run, base, item["phone"])
+    run.latencies.append(elapsed)
+
+
+async def start(run: Run, base: str, phone: str) -> tuple[Any, float]:
+    body = {**START_BODY, "subject": {**START_BODY["subject"], "phone": phone}}
+    return await run.post(base + ("/v1/verifications" if run.veriflow else "/start"), body, 201)
+
+
 async def flow_one(run: Run, base: str, item: dict[str, Any]) -> None:
     started = time.perf_counter()
-    body = {**START_BODY, "subject": {**START_BODY["subject"], "phone": item["phone"]}}
-    view, elapsed = await run.post(base + ("/v1/verifications" if run.veriflow else "/start"), body, 201)
+    view, elapsed = await start(run, base, item["phone"])
     run.step("start", elapsed)
     code, elapsed = await read_code(run, base, item["phone"], view["id"])
     run.step("inbox", elapsed)
@@ -99,6 +109,7 @@ async def read_code(run: Run, base: str, phone: str, verification_id: str) -> tu
 
 SCENARIOS: dict[str, Callable[[Run, str, dict[str, Any]], Awaitable[None]]] = {
     "confirm": confirm_one,
+    "start": start_one,
     "flow": flow_one,
 }
 

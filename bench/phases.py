@@ -178,11 +178,48 @@ def own_cpu_seconds(stack: Stack) -> float:
 
 
 def scenario_items(stack: Stack, scenario: str, requests: int) -> list[dict[str, Any]]:
-    if scenario == "flow":
+    if scenario in {"flow", "start"}:
         return [{"phone": phone} for phone in stack.phones(requests)]
     outcome = scenario.split("-")[1]  # confirm-wrong, confirm-right
     count = requests // 2 if outcome == "wrong" else requests
     return confirm_items(asyncio.run(seed_confirms(stack, count)), outcome)
+
+
+# The carrier calls each step makes from the API process (the SMS itself is sent by the worker).
+STEP_CALLS = {"start": ("subscriber_check",), "confirm-right": ("addon_check",), "confirm-wrong": (),
+              "flow": ("subscriber_check", "addon_check")}
+
+
+def measure_provider_calls(stack: Stack, calls: int) -> dict[str, Any]:
+    """CPU per carrier call on the API's side (bench/calls.py), at the saturating concurrency."""
+    spec = {"simulator_url": stack.simulator_url, "secret": procs.PROVIDER_SECRET, "calls": calls,
+            "concurrency": stack.options.concurrency}
+    path = stack.workdir / "calls.json"
+    path.write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "bench.calls", str(path)], cwd=procs.ROOT, env=stack.env(),
+                          capture_output=True, timeout=300, check=False)
+    if done.returncode != 0:
+        msg = f"provider calls failed: {done.stderr.decode()[-2000:]}"
+        raise RuntimeError(msg)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def steps_without_calls(load: list[dict[str, Any]], calls: dict[str, Any]) -> list[dict[str, Any]]:
+    """veriflow's API CPU per step (per whole flow) at saturation, with its provider calls as
+    measured and without them (less the client-side CPU of those calls)."""
+    rows = []
+    for row in load:
+        if row["concurrency"] == 1 or row["scenario"] not in STEP_CALLS:
+            continue
+        with_calls = row["veriflow"]["api_cpu_ms_per_request"]
+        names = STEP_CALLS[row["scenario"]]
+        in_calls = sum(calls[f"{name}_cpu_ms"] for name in names)
+        rows.append({"step": row["scenario"], "api_processes": row["api_processes"], "provider_calls": list(names),
+                     "cpu_ms_with_calls": with_calls, "cpu_ms_in_calls": round(in_calls, 4),
+                     "cpu_ms_without_calls": round(with_calls - in_calls, 4),
+                     "baseline_cpu_ms": row["baseline"]["api_cpu_ms_per_request"]})
+    return rows
 
 
 def timers_config(workdir: Path, session_ttl_s: int) -> Path:

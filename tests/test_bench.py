@@ -118,3 +118,34 @@ def test_benchmark_phones_are_never_magic() -> None:
     assert not any(seed.is_magic(phone) for phone in phones)
     assert len(set(phones)) == len(phones)
     assert all(len(phone) == 11 and phone.startswith("010") for phone in phones)
+
+
+def load_row(scenario: str, concurrency: int, vf_cpu: float, base_cpu: float) -> dict[str, object]:
+    return {"scenario": scenario, "api_processes": 1, "concurrency": concurrency,
+            "veriflow": {"api_cpu_ms_per_request": vf_cpu}, "baseline": {"api_cpu_ms_per_request": base_cpu}}
+
+
+def test_steps_without_calls_take_off_each_steps_own_provider_calls() -> None:
+    load = [load_row("start", 1, 9.0, 9.0), load_row("start", 64, 0.9, 0.25),
+            load_row("confirm-wrong", 64, 0.36, 0.27), load_row("flow", 64, 2.0, 0.9)]
+    calls = {"subscriber_check_cpu_ms": 0.15, "addon_check_cpu_ms": 0.17}
+    rows = {r["step"]: r for r in phases.steps_without_calls(load, calls)}
+    assert set(rows) == {"start", "confirm-wrong", "flow"}  # saturated rows only
+    assert (rows["start"]["cpu_ms_in_calls"], rows["start"]["cpu_ms_without_calls"]) == (0.15, 0.75)
+    assert rows["confirm-wrong"]["cpu_ms_without_calls"] == 0.36
+    assert rows["flow"]["provider_calls"] == ["subscriber_check", "addon_check"]
+    assert rows["flow"]["cpu_ms_without_calls"] == pytest.approx(1.68)
+
+
+def test_every_channels_memory_is_held_to_a_kibibyte() -> None:
+    def measured(usage: int, growth: float) -> dict[str, float]:
+        return {"memory_usage_total": usage, "used_memory_growth": growth, "sample": 20_000}
+
+    report = {"memory": {"sms": measured(890, 1049.0), "ars": measured(716, 777.0), "pass": measured(917, 1100.0)},
+              "timers": {"verifications": 100_000, "used_memory_growth_per_verification": 900.0,
+                         "lag_ms": {"p99": 50}, "exactly_once": True}}
+    out = cli.targets(report)
+    assert (out["memory_sms"]["used_memory_growth"], out["memory_sms"]["over"]) == (900.0, 100_000)
+    assert out["memory_sms"]["met"]
+    assert out["memory_ars"]["met"]
+    assert not out["memory_pass"]["met"]
