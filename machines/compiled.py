@@ -65,7 +65,7 @@ def fire(candidates: tuple[CompiledTransition, ...], model: Any) -> bool:
     `model.state`; True when one did."""
     event = cast("EventData", ModelEvent(model))
     for transition in candidates:
-        if all(bool(guard(event)) is wanted for guard, wanted in transition.guards):
+        if _guards_pass(transition, event):
             for action in transition.before:
                 action(event)
             if transition.dest is not None:
@@ -74,6 +74,13 @@ def fire(candidates: tuple[CompiledTransition, ...], model: Any) -> bool:
                 action(event)
             return True
     return False
+
+
+def _guards_pass(transition: CompiledTransition, event: EventData) -> bool:
+    for guard, wanted in transition.guards:  # noqa: SIM110 - a loop, not all(genexpr): it runs for every event
+        if bool(guard(event)) is not wanted:
+            return False
+    return True
 
 
 def _compile(transition: Any) -> CompiledTransition:

@@ -73,6 +73,8 @@ class Decision:
     reply: Reply
     effects: tuple[Effect, ...]
     steps: tuple[Step, ...] = ()  # the triggers that changed something, in the order they fired
+    # The fields the decision set (a superset of those it changed); None: any of them may differ.
+    touched: frozenset[str] | None = None
 
     @property
     def changed(self) -> bool:
@@ -91,12 +93,13 @@ class Flow:
     next read: a decision makes several small updates, and copying a 30-field record for each
     was a measurable part of every request."""
 
-    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state", "steps")
+    __slots__ = ("_changes", "_record", "effects", "event", "policy", "reply", "state", "steps", "touched")
 
     def __init__(self, state: str, record: Verification, event: Event, policy: Policy) -> None:
         self.state = state
         self._record = record
         self._changes: dict[str, Any] = {}
+        self.touched: set[str] = set()
         self.event = event
         self.policy = policy
         self.effects: list[Effect] = []
@@ -114,6 +117,7 @@ class Flow:
         if "last_code" in changes and "last_variant" not in changes:
             changes["last_variant"] = None  # a new code names its row anew: only a refusal sets one
         self._changes.update(changes)
+        self.touched.update(changes)
 
     def peek(self, name: str) -> Any:
         """A field's value as the record will have it, without applying the pending changes."""
@@ -192,7 +196,7 @@ class ChannelMachine:
             self._fire(flow, TRIGGERS[type(event)])
         flow.update(state=flow.state, status=self.statuses[flow.state], definition=self.version)
         after = flow.record
-        return Decision(record, after, flow.reply, tuple(flow.effects), tuple(flow.steps))
+        return Decision(record, after, flow.reply, tuple(flow.effects), tuple(flow.steps), frozenset(flow.touched))
 
     def _fire(self, flow: Flow, trigger: str) -> None:
         """Fire `trigger`, and note it as a step of the audit trail when it changed something."""

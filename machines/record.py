@@ -7,6 +7,7 @@ fields are simply not stored, so a record costs only the bytes it uses.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,13 +111,15 @@ def to_fields(record: Verification) -> dict[str, str]:
     return out
 
 
-def changed_fields(before: Verification | None, after: Verification) -> tuple[dict[str, str], list[str]]:
-    """What a commit must write (`HSET`) and delete (`HDEL`) to turn `before` into `after`."""
+def changed_fields(before: Verification | None, after: Verification,
+                   touched: AbstractSet[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """What a commit must write (`HSET`) and delete (`HDEL`) to turn `before` into `after`;
+    `touched` names the only fields that may differ (None: any may)."""
     if before is None:
         return to_fields(after), []
     written: dict[str, str] = {}
     deleted: list[str] = []
-    for name in _NAMES:
+    for name in _NAMES if touched is None else [name for name in _NAMES if name in touched]:  # in field order
         value = getattr(after, name)
         if value == getattr(before, name):
             continue

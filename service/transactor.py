@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -18,8 +19,8 @@ from machines import fallback
 from machines.channels import MACHINES
 from machines.core import Decision
 from machines.events import Event, SwitchChannel, Tick
-from machines.record import Verification
-from machines.vocabulary import Status
+from machines.record import Policy, Verification
+from machines.vocabulary import Channel, Status
 from service.clock import Clock
 from service.errors import BusyError, ClaimTakenError, UnknownVerificationError
 from service.metrics import Metrics
@@ -49,13 +50,17 @@ class Transactor:
         self.metrics = metrics
         self.plan = CommitPlanner(store.keys, settings)
         self.records = RecordCache(settings.store.record_cache)
+        self._policies: dict[Channel, Policy] = {}  # settings never change in a running process
+        self._replies: dict[tuple[str, str], Any] = {}
         self._copy = {result: metrics.record_cache.labels(result) for result in ("hit", "miss", "stale", "unchanged")}
 
     def decide(self, record: Verification, event: Event) -> Decision:
         if isinstance(event, SwitchChannel):
             return fallback.decide(MACHINES, record, event, self.settings.policy)
-        machine = MACHINES[record.channel]
-        return machine.decide(record, event, self.settings.policy(record.channel))
+        policy = self._policies.get(record.channel)
+        if policy is None:
+            policy = self._policies[record.channel] = self.settings.policy(record.channel)
+        return MACHINES[record.channel].decide(record, event, policy)
 
     def _ops(self, decision: Decision, fired_timer: str | None, claims: tuple[Claim, ...],
              actor: str = audit.CLIENT) -> CommitOps:
@@ -244,7 +249,11 @@ class Transactor:
         before, after = decision.before, decision.record
         channel = after.channel.value
         if decision.reply.code is not None:
-            self.metrics.replies.labels(channel, decision.reply.code).inc()
+            key = (channel, decision.reply.code)  # channels x catalog codes: a bounded set
+            counter = self._replies.get(key)
+            if counter is None:
+                counter = self._replies[key] = self.metrics.replies.labels(*key)
+            counter.inc()
         if after.status is not before.status and after.status is not Status.PENDING:
             self.metrics.outcomes.labels(channel, after.status.value, after.last_code or "").inc()
             log.info("verification.status", verification_id=after.id, status=after.status.value,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from machines.core import NEW, ChannelMachine, Decision
 from machines.events import Cancel, Event, Redeem
-from machines.record import Policy, Verification
+from machines.record import Policy, Verification, changed_fields
 from machines.vocabulary import Channel, Status
 
 T0 = 1_000_000
@@ -28,6 +28,10 @@ def stepper(machine: ChannelMachine, policy: Policy) -> Step:
 
     def step(record: Verification, event: Event) -> Decision:
         decision = machine.decide(record, event, policy)
+        written, deleted = changed_fields(record, decision.record)
+        assert decision.touched is not None
+        assert set(written) | set(deleted) <= decision.touched, "a change the commit would not write"
+        assert changed_fields(record, decision.record, decision.touched) == (written, deleted)
         return dataclasses.replace(decision, record=dataclasses.replace(decision.record, version=record.version + 1))
 
     return step

@@ -141,7 +141,8 @@ def test_every_channels_memory_is_held_to_a_kibibyte() -> None:
     def measured(usage: int, growth: float) -> dict[str, float]:
         return {"memory_usage_total": usage, "used_memory_growth": growth, "sample": 20_000}
 
-    report = {"memory": {"sms": measured(890, 1049.0), "ars": measured(716, 777.0), "pass": measured(917, 1100.0)},
+    report = {"memory": {"sms": measured(890, 1049.0), "ars": measured(716, 777.0), "pass": measured(917, 1100.0),
+                         "sms_with_redis_defaults": measured(1461, 1656.0)},
               "timers": {"verifications": 100_000, "used_memory_growth_per_verification": 900.0,
                          "lag_ms": {"p99": 50}, "exactly_once": True}}
     out = cli.targets(report)
@@ -149,3 +150,4 @@ def test_every_channels_memory_is_held_to_a_kibibyte() -> None:
     assert out["memory_sms"]["met"]
     assert out["memory_ars"]["met"]
     assert not out["memory_pass"]["met"]
+    assert "memory_sms_with_redis_defaults" not in out

@@ -40,14 +40,17 @@ async def transition(request: web.Request, build_event: EventBuilder, unknown_co
     rt = runtime(request)
     verification_id = request.match_info["id"]
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
-    unknown = ApiError(unknown_code, http_status=404, detail_code=UNKNOWN_DETAIL.get(unknown_code))
     if rt.store.keys.shard_of_id(verification_id) is None:
-        raise unknown
+        raise _unknown(unknown_code)
     try:
         return await rt.transactor.apply(verification_id, build_event, client_id=request[CLIENT_ID],
                                          claims=claims, read=read)
     except UnknownVerificationError:
-        raise unknown from None
+        raise _unknown(unknown_code) from None
+
+
+def _unknown(code: Code) -> ApiError:
+    return ApiError(code, http_status=404, detail_code=UNKNOWN_DETAIL.get(code))
 
 
 @routes.post("/v1/verifications")

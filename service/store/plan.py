@@ -59,7 +59,7 @@ class CommitPlanner:
         before, after = decision.before, decision.record
         version = before.version + 1
         after_versioned = after.evolve(version=version)
-        fields, deleted = changed_fields(None if before.version == 0 else before, after_versioned)
+        fields, deleted = changed_fields(None if before.version == 0 else before, after_versioned, decision.touched)
         fields.pop("version", None)  # the script writes the version itself
         shard = shard_in(after.id)
         ops = CommitOps(
