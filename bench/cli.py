@@ -33,6 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--concurrency", type=int, default=64, help="the saturating concurrency")
     run.add_argument("--requests", type=int, default=None, help="requests (flows) per measurement")
     run.add_argument("--seconds", type=float, default=None, help="time bound per measurement")
+    run.add_argument("--warmup", type=int, default=None,
+                     help="requests (flows) sent to fresh processes before each measurement, not counted")
     run.add_argument("--timers", type=int, default=None, help="live verifications expiring together")
     run.add_argument("--timer-spread", type=float, default=None, help="seconds over which they expire")
     run.add_argument("--memory-sample", type=int, default=None, help="verifications created for memory")
@@ -48,10 +50,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the sizes of a full or a quick run."""
-    full = {"requests": 4000, "seconds": 4.0, "repeat": 2, "timers": 100_000, "timer_spread": 50.0,
-            "memory_sample": 20_000}
-    quick = {"requests": 1000, "seconds": 2.0, "repeat": 1, "timers": 10_000, "timer_spread": 10.0,
-             "memory_sample": 5_000}
+    full = {"requests": 4000, "warmup": 1000, "seconds": 4.0, "repeat": 2, "timers": 100_000,
+            "timer_spread": 50.0, "memory_sample": 20_000}
+    quick = {"requests": 1000, "warmup": 250, "seconds": 2.0, "repeat": 1, "timers": 10_000,
+             "timer_spread": 10.0, "memory_sample": 5_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)

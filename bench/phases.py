@@ -136,9 +136,13 @@ def measure_load(stack: Stack, api_counts: list[int], concurrencies: list[int]) 
 def measure_once(stack: Stack, kind: str, scenario: str, api_count: int, concurrency: int) -> dict[str, Any]:
     bases, started = start_apis(stack, kind, api_count)
     try:
+        mode = scenario.split("-", maxsplit=1)[0]
+        inbox = stack.simulator_url + "/sms"
+        if stack.options.warmup:  # fresh processes: their pools, caches and code paths warm up first
+            warmup = scenario_items(stack, scenario, stack.options.warmup)
+            run_load(stack, load_spec(kind, mode, bases, warmup, concurrency, stack.options, inbox_url=inbox))
         items = scenario_items(stack, scenario, stack.options.requests)
-        spec = load_spec(kind, scenario.split("-", maxsplit=1)[0], bases, items, concurrency, stack.options,
-                         inbox_url=stack.simulator_url + "/sms")
+        spec = load_spec(kind, mode, bases, items, concurrency, stack.options, inbox_url=inbox)
         ours_before = own_cpu_seconds(stack)
         api_before = sum(procs.cpu_seconds(p.pid) for p in started)
         busy_before = procs.machine_busy_seconds()

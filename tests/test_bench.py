@@ -48,6 +48,7 @@ def test_quick_and_full_defaults() -> None:
     full = cli.parse(["run", "--timers", "500", "--api-processes", "2", "--skip", "memory"])
     assert quick.timers == 10_000
     assert quick.repeat == 1
+    assert (quick.warmup, full.warmup) == (250, 1000)
     assert full.timers == 500
     assert full.timer_spread == 50.0
     assert full.api_counts == [2]
