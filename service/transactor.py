@@ -111,7 +111,8 @@ class Transactor:
         ops = self._ops(decision, None, claims)
         result = await self.store.commit(ops)
         if result.status is CommitStatus.TAKEN and await self._settle_holder(result.detail):
-            result = await self.store.commit(ops := self._ops(decision, None, claims))
+            ops = self._ops(decision, None, claims)
+            result = await self.store.commit(ops)
         if result.status is CommitStatus.TAKEN:
             raise ClaimTakenError(result.detail)
         if result.status is CommitStatus.CONFLICT:  # a 96-bit id collision: never in practice
