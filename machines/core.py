@@ -89,7 +89,7 @@ class Decision:
 class Flow:
     """The model `transitions` drives for one decision.
 
-    Callbacks' changes to the record are gathered and applied in one `replace` when the record is
+    Callbacks' changes to the record are gathered and applied in one `evolve` when the record is
     next read: a decision makes several small updates, and copying a 30-field record for each
     was a measurable part of every request."""
 

@@ -5,8 +5,9 @@ compare-and-set on its version, so a copy another process has since moved on mak
 lose (the script then answers the current record, and the step is decided again on it). A
 decision that changes nothing commits nothing, so nothing checks the copy: the transactor reads
 the record before answering from it. Only live records are kept (an ended one has no more steps),
-at most `capacity`, the least recently committed going first; what a copy holds is what the store
-holds (personal data sealed).
+at most `capacity`, the least recently committed going first, and none past its deadline (one
+another process ended lingers no longer than its session would have): what a copy holds is what
+the store holds, personal data sealed, and it goes when the store's would.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from machines.record import Verification
+from machines.vocabulary import Status
 
 
 class RecordCache:
@@ -27,7 +29,7 @@ class RecordCache:
     def get(self, verification_id: str) -> Verification | None:
         return self._records.get(verification_id)
 
-    def keep(self, record: Verification) -> None:
+    def keep(self, record: Verification, now_ms: int) -> None:
         """`record` as the store now holds it (its new version): kept while it is live."""
         records = self._records
         records.pop(record.id, None)
@@ -35,6 +37,15 @@ class RecordCache:
             records[record.id] = record
             if len(records) > self.capacity:
                 records.popitem(last=False)
+        while records and _deadline(next(iter(records.values()))) <= now_ms:  # oldest commits first
+            records.popitem(last=False)
 
     def drop(self, verification_id: str) -> None:
         self._records.pop(verification_id, None)
+
+
+def _deadline(record: Verification) -> int:
+    """When the record stops being live at the latest: its result's deadline once verified."""
+    if record.status is Status.VERIFIED and record.result_expires_at is not None:
+        return record.result_expires_at
+    return record.expires_at

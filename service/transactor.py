@@ -211,7 +211,7 @@ class Transactor:
 
     def _committed(self, ops: CommitOps) -> None:
         if ops.after is not None:
-            self.records.keep(ops.after)
+            self.records.keep(ops.after, self.clock.now_ms())
 
     async def apply_batch(
         self, requests: Sequence[tuple[str, Callable[[Verification], Event], str | None]],

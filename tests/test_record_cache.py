@@ -117,35 +117,51 @@ async def test_a_resend_reads_the_record(api: Api, monkeypatch: pytest.MonkeyPat
     assert reads == [started["id"]]
 
 
-def record(verification_id: str, status: Status = Status.PENDING, version: int = 1) -> Verification:
+NOW = 1_000_000
+
+
+def record(verification_id: str, status: Status = Status.PENDING, version: int = 1,
+           expires_at: int = NOW + 60_000) -> Verification:
     return Verification(id=verification_id, client_id="acme", channel=Channel.SMS, state="code_sent",
-                        status=status, version=version, definition="d", created_at=0)
+                        status=status, version=version, definition="d", created_at=0, expires_at=expires_at)
 
 
 class TestRecordCache:
     def test_keeps_the_newest_copy_of_each_live_record(self) -> None:
         cache = RecordCache(10)
-        cache.keep(record("a"))
-        cache.keep(replace(record("a"), version=2))
+        cache.keep(record("a"), NOW)
+        cache.keep(replace(record("a"), version=2), NOW)
         assert cache.get("a") == record("a", version=2)
         assert len(cache) == 1
 
     def test_an_ended_record_is_let_go(self) -> None:
         cache = RecordCache(10)
-        cache.keep(record("a"))
-        cache.keep(record("a", Status.FAILED, version=2))
+        cache.keep(record("a"), NOW)
+        cache.keep(record("a", Status.FAILED, version=2), NOW)
         assert cache.get("a") is None
         assert len(cache) == 0
 
     def test_the_least_recently_committed_goes_first(self) -> None:
         cache = RecordCache(2)
         for name in "abc":
-            cache.keep(record(name))
-        cache.keep(replace(record("b"), version=2))
-        cache.keep(record("d"))
+            cache.keep(record(name), NOW)
+        cache.keep(replace(record("b"), version=2), NOW)
+        cache.keep(record("d"), NOW)
         assert [cache.get(name) is not None for name in "abcd"] == [False, True, False, True]
+
+    def test_records_past_their_deadline_are_let_go_oldest_first(self) -> None:
+        """One another process ended is forgotten once its session would have ended anyway."""
+        cache = RecordCache(10)
+        cache.keep(record("a", expires_at=NOW + 10), NOW)
+        cache.keep(record("b", expires_at=NOW + 20), NOW)
+        verified = replace(record("c", Status.VERIFIED, expires_at=NOW + 5), result_expires_at=NOW + 600)
+        cache.keep(verified, NOW)
+        cache.keep(record("d"), NOW + 15)
+        assert [cache.get(name) is not None for name in "abcd"] == [False, True, True, True]
+        cache.keep(record("e"), NOW + 100)
+        assert [cache.get(name) is not None for name in "abcde"] == [False, False, True, True, True]
 
     def test_capacity_zero_keeps_nothing(self) -> None:
         cache = RecordCache(0)
-        cache.keep(record("a"))
+        cache.keep(record("a"), NOW)
         assert cache.get("a") is None
