@@ -10,13 +10,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from service.limits import Refusal
 from service.store.limits import refusal_counter
 
-MAX_REQUEST_TIMERS = 1000
+MAX_LABELLED = 1000
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._labelled: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.outcomes = Counter(
             "veriflow_outcomes", "Verifications reaching verified or a terminal status, by code.",
             ["channel", "status", "code"], registry=self.registry,
@@ -32,7 +33,6 @@ class Metrics:
             "veriflow_http_request_seconds", "API latency by route.", ["method", "route", "status"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self._request_timers: dict[tuple[str, str, int], Any] = {}
         self.commit_conflicts = Counter(
             "veriflow_commit_conflicts", "Commits retried because another writer won the version.",
             registry=self.registry,
@@ -65,13 +65,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def request_timer(self, method: str, route: str, status: int) -> Any:
-        """`request_seconds` for one route and status; looked up once (`labels` validates and locks
-        on every call, a few microseconds of each request)."""
-        key = (method, route, status)
-        timer = self._request_timers.get(key)
-        if timer is None:
-            timer = self.request_seconds.labels(method, route, str(status))
-            if len(self._request_timers) < MAX_REQUEST_TIMERS:  # odd methods must not grow it forever
-                self._request_timers[key] = timer
-        return timer
+    def labelled(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: `labels` validates and locks on every call, a
+        few microseconds of each request. Odd label values (an unknown HTTP method) must not grow
+        the table forever: past MAX_LABELLED children are looked up each time."""
+        key = (metric, labels)
+        child = self._labelled.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._labelled) < MAX_LABELLED:
+                self._labelled[key] = child
+        return child

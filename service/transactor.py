@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import structlog
 
@@ -51,8 +50,6 @@ class Transactor:
         self.plan = CommitPlanner(store.keys, settings)
         self.records = RecordCache(settings.store.record_cache)
         self._policies: dict[Channel, Policy] = {}  # settings never change in a running process
-        self._replies: dict[tuple[str, str], Any] = {}
-        self._copy = {result: metrics.record_cache.labels(result) for result in ("hit", "miss", "stale", "unchanged")}
 
     def decide(self, record: Verification, event: Event) -> Decision:
         if isinstance(event, SwitchChannel):
@@ -175,14 +172,14 @@ class Transactor:
         record = None if read else self.records.get(verification_id)
         kept = record is not None  # this process's copy: only a commit proves it current
         if record is None:
-            self._copy["miss"].inc()
+            self._copied("miss")
             record = await self.store.load(verification_id)
         for attempt in range(MAX_COMMIT_TRIES):
             if record is None or (client_id is not None and record.client_id != client_id):
                 raise UnknownVerificationError(verification_id)  # (an owner never changes)
             decision = self.decide(record, await build_event(record))
             if not decision.changed and kept:  # nothing to commit checks the copy: read it
-                self._copy["unchanged"].inc()
+                self._copied("unchanged")
                 self.records.drop(verification_id)
                 record, kept = await self.store.load(verification_id), False
                 continue
@@ -193,7 +190,7 @@ class Transactor:
             result = await self.store.commit(ops)
             if result.status is CommitStatus.OK:
                 if kept:
-                    self._copy["hit"].inc()
+                    self._copied("hit")
                 self._committed(ops)
                 await self._after_commit(decision)
                 return decision
@@ -201,13 +198,17 @@ class Transactor:
                 raise ClaimTakenError(result.detail)
             self.metrics.commit_conflicts.inc()
             if kept:
-                self._copy["stale"].inc()
+                self._copied("stale")
             self.records.drop(verification_id)
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # noqa: S311 - jitter
             kept = False
             known = result.current is not None  # the record that won came back with the answer
             record = result.current_record() if known else await self.store.load(verification_id)
         raise BusyError(verification_id)
+
+    def _copied(self, result: str) -> None:
+        """Count what this process's copy of a record did (veriflow_record_cache_total)."""
+        self.metrics.labelled(self.metrics.record_cache, result).inc()
 
     def _committed(self, ops: CommitOps) -> None:
         if ops.after is not None:
@@ -250,11 +251,7 @@ class Transactor:
         before, after = decision.before, decision.record
         channel = after.channel.value
         if decision.reply.code is not None:
-            key = (channel, decision.reply.code)  # channels x catalog codes: a bounded set
-            counter = self._replies.get(key)
-            if counter is None:
-                counter = self._replies[key] = self.metrics.replies.labels(*key)
-            counter.inc()
+            self.metrics.labelled(self.metrics.replies, channel, decision.reply.code).inc()
         if after.status is not before.status and after.status is not Status.PENDING:
             self.metrics.outcomes.labels(channel, after.status.value, after.last_code or "").inc()
             log.info("verification.status", verification_id=after.id, status=after.status.value,

@@ -157,5 +157,6 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[RUNTIME].metrics.request_timer(request.method, route, status).observe(
+        metrics = request.app[RUNTIME].metrics
+        metrics.labelled(metrics.request_seconds, request.method, route, str(status)).observe(
             time.perf_counter() - started)

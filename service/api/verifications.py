@@ -175,9 +175,8 @@ async def redeem_result(request: web.Request) -> web.Response:
     rt = runtime(request)
     token = validation.key_token(await json_body(request))
     verification_id = token_id(token)
-    gone = ApiError(Code.RESULT_GONE)
     if rt.store.keys.shard_of_id(verification_id) is None:
-        raise gone
+        raise ApiError(Code.RESULT_GONE)
     structlog.contextvars.bind_contextvars(verification_id=verification_id)
 
     async def event(record: Verification) -> Event:
@@ -188,9 +187,9 @@ async def redeem_result(request: web.Request) -> web.Response:
     try:
         decision = await rt.transactor.apply(verification_id, event, client_id=request[CLIENT_ID])
     except UnknownVerificationError:
-        raise gone from None
+        raise ApiError(Code.RESULT_GONE) from None
     if not decision.reply.ok:
-        raise gone
+        raise ApiError(Code.RESULT_GONE)
     person = rt.secrets.subject(decision.before)
     result = {**asdict(person), "channel": decision.record.channel.value,
               "verified_at": rfc3339(decision.record.verified_at)}
