@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import fakeredis
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -34,7 +33,7 @@ from service.providers.simulator import SimulatorClient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.simulator.app import SIMULATOR
-from service.store.client import StoreInfo
+from service.store.client import StoreInfo, connect
 
 API_KEY = "test-key-0001"
 OTHER_KEY = "test-key-0002"
@@ -91,12 +90,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 async def store_client(request: pytest.FixtureRequest, store_kind: str) -> AsyncIterator[Any]:
-    """A Redis client, fakeredis or the real server (flushed), for tests of store behaviour."""
+    """A Redis client, fakeredis or the real server (flushed), for tests of store behaviour; on the
+    real server, the service's own (its step commands take the lane)."""
     if store_kind == "fake":
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     else:
-        url = request.getfixturevalue("redis_server")
-        client = aioredis.Redis.from_url(url)
+        client, _ = connect(request.getfixturevalue("redis_server"))  # the service's own client
         await client.flushall()
     yield client
     await client.aclose()

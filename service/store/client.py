@@ -92,10 +92,12 @@ def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, 
                                         retry=options.retry(options.cluster_retries, on_timeout=True),
                                         **common)
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
+    common |= {"max_connections": POOL_CONNECTIONS, "retry": options.retry(options.retries)}
     if url.startswith("redis://"):
-        common["connection_class"] = QuickConnection
-    single = aioredis.Redis.from_url(url, max_connections=POOL_CONNECTIONS,
-                                     retry=options.retry(options.retries), **common)
+        pool = LanePool.from_url(url, connection_class=QuickConnection, **common)
+        single = aioredis.Redis.from_pool(pool)
+    else:
+        single = aioredis.Redis.from_url(url, **common)
     return single, StoreInfo(f"Redis at {redact(url)}", durable=True)
 
 
@@ -105,3 +107,80 @@ def redact(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     return scheme + sep + rest
+
+
+
+
+class CommandLane:
+    """The two commands of every step, the record's HGETALL and the COMMIT script's EVALSHA, sent
+    on connections of their own, past the layers redis-py puts around each command: the pool's
+    lock, its observability hooks (four awaited counters a command), the response callbacks.
+    Those cost an API process more CPU than packing and parsing the command (bench/README.md).
+
+    What the layers do that a step needs is kept. A connection the server closed is retried once
+    on a fresh one (`StoreOptions.retry`, the connection's own); a timeout or a cancelled request
+    leaves its connection closed (redis-py's read and write close it), so a late reply is never
+    read as the next command's. Past `limit` connections of its own, a command borrows one of
+    the pool's, which waits or fails as the pool does."""
+
+    def __init__(self, pool: LanePool, limit: int) -> None:
+        self._pool: Any = pool  # redis-py leaves its pool methods untyped
+        self._idle: list[aioredis.Connection] = []
+        self.opened = 0
+        self._limit = limit
+
+    async def execute(self, *args: Any) -> Any:
+        if self._idle:
+            conn = self._idle.pop()
+        elif self.opened < self._limit:
+            conn = self._pool.make_connection()
+            self.opened += 1
+        else:
+            return await self._borrowed(args)
+        try:
+            return await conn.retry.call_with_retry(lambda: self._send(conn, args), lambda _: conn.disconnect())
+        finally:
+            self._idle.append(conn)  # closed when it failed: its next command connects again
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        reply = await self.execute("HGETALL", key)
+        if isinstance(reply, dict):  # RESP3, redis-py's default, answers a map
+            return reply
+        pairs = iter(reply)
+        return dict(zip(pairs, pairs, strict=True))
+
+    async def _borrowed(self, args: tuple[Any, ...]) -> Any:
+        conn = await self._pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(lambda: self._send(conn, args), lambda _: conn.disconnect())
+        finally:
+            await self._pool.release(conn)
+
+    @staticmethod
+    async def _send(conn: aioredis.Connection, args: tuple[Any, ...]) -> Any:
+        await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+        return await conn.read_response()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
+
+
+class LanePool(aioredis.ConnectionPool):
+    """redis-py's pool with a `CommandLane` beside it, closed with it (the client's `aclose`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lane = CommandLane(self, limit=self.max_connections)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await self.lane.aclose()
+        await super().disconnect(inuse_connections)
+
+
+def command_lane(client: Any) -> CommandLane | None:
+    """The lane of a client `connect` made for a `redis://` URL; None for the others (the
+    embedded store, a cluster, TLS, a Unix socket), whose commands take the client's own path."""
+    pool = getattr(client, "connection_pool", None)
+    return pool.lane if isinstance(pool, LanePool) else None

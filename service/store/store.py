@@ -21,6 +21,7 @@ from machines import motp_user
 from machines.motp_user import MotpUser
 from machines.record import Verification, from_fields
 from service.store import scripts
+from service.store.client import command_lane
 from service.store.keys import SERVICE_KEY, Keys, motp_user_key, motp_user_shard
 
 # Extends a key's expiry only while it still holds the given value (a request's lease).
@@ -132,6 +133,10 @@ class CommitResult:
 class Store:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.redis = client
+        # A step's two commands take the lane where there is one (service/store/client.py).
+        lane = command_lane(client)
+        self._execute = lane.execute if lane else client.execute_command
+        self._hgetall = lane.hgetall if lane else client.hgetall
         self.keys = keys
         self._commit = client.register_script(scripts.COMMIT)
         self._claim = client.register_script(scripts.CLAIM_TIMERS)
@@ -139,7 +144,7 @@ class Store:
         self._renew_held = client.register_script(RENEW_HELD)
 
     async def load(self, verification_id: str) -> Verification | None:
-        raw = await self.redis.hgetall(self.keys.record(verification_id))
+        raw = await self._hgetall(self.keys.record(verification_id))
         return from_fields(raw) if raw else None
 
     async def commit(self, ops: CommitOps) -> CommitResult:
@@ -148,10 +153,10 @@ class Store:
         # check per call, a few percent of a step's CPU. NOSCRIPT (a restarted or failed-over
         # server that lost its script cache) loads it again, as the Script object would.
         try:
-            reply = await self.redis.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+            reply = await self._execute("EVALSHA", self._commit.sha, len(keys), *keys, *args)
         except NoScriptError:
             self._commit.sha = await self.redis.script_load(scripts.COMMIT)
-            reply = await self.redis.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+            reply = await self._execute("EVALSHA", self._commit.sha, len(keys), *keys, *args)
         return _commit_result(reply, keys)
 
     async def load_many(self, verification_ids: Sequence[str]) -> list[Verification | None]:
@@ -266,3 +271,4 @@ def _commit_result(reply: Any, keys: list[str]) -> CommitResult:
 def as_text(value: Any) -> str:
     """A Redis reply as text (clients with and without decode_responses)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
