@@ -43,8 +43,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def build_app(rt: Runtime, *, simulator: bool) -> web.Application:
     app = web.Application(
-        middlewares=[middleware.request_metrics, middleware.error_envelope, middleware.api_key,
-                     middleware.idempotency],
+        middlewares=[middleware.api_request],
         client_max_size=64 * 1024,
     )
     app[RUNTIME] = rt
