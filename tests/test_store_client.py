@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 import pytest
+from redis.asyncio.connection import Connection
 
 from service.store.client import CommandLane, QuickConnection, command_lane, connect
 
@@ -109,3 +111,10 @@ async def test_past_its_limit_the_lane_borrows_the_pools_connections(client: Any
     assert sorted(answers) == list(range(1, 11))
     assert lane.opened == 2
     await lane.aclose()
+
+
+def test_the_lane_packs_the_bytes_redis_py_packs() -> None:
+    """What a commit sends: text (Korean too), integers, bytes (an outbox entry), empty strings."""
+    args = ("EVALSHA", "0" * 40, 3, "vf:{3}:v:0003", "vf:{3}:timers", "vf:{3}:outbox", 2, 3, 4_200_000,
+            "last_code", "4013", "message", "인증번호가 일치하지 않습니다", 0, -1, b'{"kind":"sms"}', "")
+    assert hiredis.pack_command(args) == b"".join(Connection().pack_command(*args))
