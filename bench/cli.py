@@ -50,7 +50,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the sizes of a full or a quick run."""
-    full = {"requests": 4000, "warmup": 1000, "seconds": 4.0, "repeat": 2, "timers": 100_000,
+    full = {"requests": 4000, "warmup": 1000, "seconds": 4.0, "repeat": 3, "timers": 100_000,
             "timer_spread": 50.0, "memory_sample": 20_000}
     quick = {"requests": 1000, "warmup": 250, "seconds": 2.0, "repeat": 1, "timers": 10_000,
              "timer_spread": 10.0, "memory_sample": 5_000}
