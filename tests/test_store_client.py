@@ -83,6 +83,17 @@ async def test_the_lane_answers_as_the_client_does(client: Any) -> None:
     assert lane.opened == 1  # one at a time: one connection, reused
 
 
+async def test_on_resp2_the_lane_reads_a_hash_from_its_pairs(redis_server: str) -> None:
+    client, _ = connect(redis_server + "?protocol=2")
+    try:
+        await client.hset("h2", mapping={"state": "code_sent", "version": "3"})
+        assert await lane_of(client).hgetall("h2") == {b"state": b"code_sent", b"version": b"3"}
+        assert await lane_of(client).hgetall("missing") == {}
+    finally:
+        await client.delete("h2")
+        await client.aclose()
+
+
 async def test_a_connection_the_server_closed_is_retried_on_a_fresh_one(client: Any) -> None:
     lane = lane_of(client)
     await client.set("k", "v")

@@ -110,8 +110,6 @@ def redact(url: str) -> str:
     return scheme + sep + rest
 
 
-
-
 class CommandLane:
     """The two commands of every step, the record's HGETALL and the COMMIT script's EVALSHA, sent
     on connections of their own, past the layers redis-py puts around each command: the pool's
