@@ -61,7 +61,8 @@ class Client:
 
     async def call(self, method: str, path: str, body: Any = None, *, key: str | None = None,
                    ok_after_retry: tuple[int, ...] = ()) -> tuple[int, Any]:
-        """One API call, on the next API process; 503s are retried until FLOW_TIMEOUT_S."""
+        """One API call, on the next API process; 503s (and a key still held, 409 3003) are retried
+        until FLOW_TIMEOUT_S."""
         headers = {"Authorization": f"Bearer {KEY}"}
         if key:
             headers["Idempotency-Key"] = key
@@ -73,12 +74,17 @@ class Client:
             async with self.session.request(method, base + path, json=body, headers=headers) as resp:
                 answer = await resp.json(content_type=None)
                 self.statuses[resp.status] += 1
-                if resp.status != 503:
+                if key and resp.status == 409 and answer["error"]["code"] == "3003":
+                    # An earlier try of this key still holds it: its lease outlives the outage that
+                    # kept it from giving the key back. Retried, as the answer asks.
+                    wait_s = 0.2
+                elif resp.status != 503:
                     if retried and resp.status in ok_after_retry:
                         return 200, answer
                     return resp.status, answer
-                assert answer["error"]["code"] == "9999"
-                wait_s = float(resp.headers["Retry-After"])
+                else:
+                    assert answer["error"]["code"] == "9999"
+                    wait_s = float(resp.headers["Retry-After"])
             retried = True
             assert time.monotonic() < deadline, f"{method} {path} still 503 after {FLOW_TIMEOUT_S}s"
             await asyncio.sleep(min(wait_s, 0.2))
