@@ -400,11 +400,12 @@ class Writer:
                 self.version = current
 
 
-async def until(what: str, done: Callable[[], bool], timeout: float) -> None:
+async def until(what: str, done: Callable[[], bool], timeout: float,
+                state: Callable[[], object] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting until {what}")
+            pytest.fail(f"timed out after {timeout:.0f}s waiting until {what}" + (f": {state()}" if state else ""))
         await asyncio.sleep(0.01)
 
 
@@ -427,10 +428,17 @@ async def kill_under_load(cluster: Cluster, victim: int, writers: list[Writer]) 
         new_primary = await asyncio.to_thread(cluster.wait_failover, victim, 30)
         promoted_at = time.monotonic()
 
-        def answering_again() -> bool:
-            return all(sum(a.started > promoted_at for a in w.acks) >= 20 for w in writers)
+        def committed_since() -> list[int]:
+            return [sum(a.started > promoted_at for a in w.acks) for w in writers]
 
-        await until("every writer committed 20 times after the failover", answering_again, 60)
+        def answering_again() -> bool:
+            return all(n >= 20 for n in committed_since())
+
+        # Bounded, with room for a loaded machine (the whole suite on two cores): the failing
+        # message names each writer's commits since, and its failed calls.
+        await until("every writer committed 20 times after the failover", answering_again, 120,
+                    state=lambda: {"committed": committed_since(),
+                                   "failed": [sum(t > promoted_at for t in w.failures) for w in writers]})
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
