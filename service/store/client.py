@@ -142,11 +142,7 @@ class CommandLane:
             self._idle.append(conn)  # closed when it failed: its next command connects again
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        reply = await self.execute("HGETALL", key)
-        if isinstance(reply, dict):  # RESP3, redis-py's default, answers a map
-            return reply
-        pairs = iter(reply)
-        return dict(zip(pairs, pairs, strict=True))
+        return hash_reply(await self.execute("HGETALL", key))
 
     async def _borrowed(self, args: tuple[Any, ...]) -> Any:
         conn = await self._pool.get_connection()
@@ -178,6 +174,15 @@ class LanePool(aioredis.ConnectionPool):
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await self.lane.aclose()
         await super().disconnect(inuse_connections)
+
+
+def hash_reply(reply: Any) -> dict[Any, Any]:
+    """A hash as Redis answers it: a map (RESP3, redis-py's default) or a flat list of fields
+    and values (RESP2, and a hash a script returns)."""
+    if isinstance(reply, dict):
+        return reply
+    pairs = iter(reply)
+    return dict(zip(pairs, pairs, strict=True))
 
 
 def command_lane(client: Any) -> CommandLane | None:

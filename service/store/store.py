@@ -21,7 +21,7 @@ from machines import motp_user
 from machines.motp_user import MotpUser
 from machines.record import Verification, from_fields
 from service.store import scripts
-from service.store.client import command_lane
+from service.store.client import command_lane, hash_reply
 from service.store.keys import SERVICE_KEY, Keys, motp_user_key, motp_user_shard
 
 # Extends a key's expiry only while it still holds the given value (a request's lease).
@@ -263,12 +263,10 @@ def _commit_result(reply: Any, keys: list[str]) -> CommitResult:
     if status is CommitStatus.TAKEN:
         return CommitResult(status, keys[int(as_text(reply[1])) - 1])
     if status is CommitStatus.CONFLICT and isinstance(reply[-1], list):  # the record that won
-        flat = iter(reply[-1])
-        return CommitResult(status, as_text(reply[1]), dict(zip(flat, flat, strict=True)))
+        return CommitResult(status, as_text(reply[1]), hash_reply(reply[-1]))
     return CommitResult(status, as_text(reply[1]) if len(reply) > 1 else None)
 
 
 def as_text(value: Any) -> str:
     """A Redis reply as text (clients with and without decode_responses)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
