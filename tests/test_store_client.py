@@ -1,18 +1,22 @@
 """The store client on a real redis-server: a command the socket takes at once is written without
 waiting, one that cannot be is written through redis-py's own path, and both read their answers;
-a step's commands take the lane, which answers as the client would, through broken connections,
-cancelled requests and more commands at once than it keeps connections."""
+a step's commands take the lane, which pipelines them on one connection and answers as the
+client would, through broken connections, cancelled commands, timeouts and error replies."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from typing import Any
 
 import hiredis
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
-from service.store.client import CommandLane, QuickConnection, command_lane, connect
+from service.store.client import QuickConnection, StoreOptions, command_lane, connect
+from service.store.lane import CommandLane
 
 
 @pytest.fixture
@@ -101,7 +105,7 @@ async def test_a_connection_the_server_closed_is_retried_on_a_fresh_one(client: 
     killed = await client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1  # the lane's connection among them
     assert await lane.execute("GET", "k") == b"v"
-    assert lane.opened == 1
+    assert lane.opened == 2
 
 
 async def test_a_cancelled_command_leaves_no_late_reply_for_the_next(client: Any) -> None:
@@ -113,15 +117,106 @@ async def test_a_cancelled_command_leaves_no_late_reply_for_the_next(client: Any
     with pytest.raises(asyncio.CancelledError):
         await busy
     assert await lane.execute("GET", "k") == b"v"  # not the cancelled script's "late"
+    assert lane.opened == 1  # the connection stays: the late reply is read and dropped
+
+
+async def test_concurrent_commands_share_one_connection_and_get_their_own_replies(client: Any) -> None:
+    lane = lane_of(client)
+    await client.mset({f"k{n}": f"v{n}" for n in range(100)})
+    gets = [lane.execute("GET", f"k{n}") for n in range(100)]
+    incrs = [lane.execute("INCR", "n") for _ in range(100)]
+    answers = await asyncio.gather(*(step for pair in zip(gets, incrs, strict=True) for step in pair))
+    assert answers[0::2] == [f"v{n}".encode() for n in range(100)]
+    assert sorted(answers[1::2]) == list(range(1, 101))
     assert lane.opened == 1
 
 
-async def test_past_its_limit_the_lane_borrows_the_pools_connections(client: Any) -> None:
-    lane = CommandLane(client.connection_pool, limit=2)
-    answers = await asyncio.gather(*(lane.execute("INCR", "n") for _ in range(10)))
-    assert sorted(answers) == list(range(1, 11))
-    assert lane.opened == 2
-    await lane.aclose()
+async def test_cancelled_commands_among_others_leave_the_others_their_replies(client: Any) -> None:
+    lane = lane_of(client)
+    await client.mset({f"k{n}": f"v{n}" for n in range(30)})
+    steps = [asyncio.ensure_future(lane.execute("GET", f"k{n}")) for n in range(30)]
+    await asyncio.sleep(0)  # every command written, none answered yet
+    for step in steps[1::2]:
+        step.cancel()
+    answers = await asyncio.gather(*steps, return_exceptions=True)
+    assert answers[0::2] == [f"v{n}".encode() for n in range(0, 30, 2)]
+    assert all(isinstance(answer, asyncio.CancelledError) for answer in answers[1::2])
+    assert await lane.execute("GET", "k29") == b"v29"
+    assert lane.opened == 1
+
+
+async def test_an_unanswered_command_times_out_and_closes_its_connection(redis_server: str) -> None:
+    client, _ = connect(redis_server, StoreOptions(socket_timeout_s=0.3))
+    lane = lane_of(client)
+    try:
+        await client.set("k", "v")
+        started = time.monotonic()
+        busy = lane.execute("EVAL", BUSY_THEN_LATE, 0, 1200)
+        behind = lane.execute("GET", "k")  # waits behind the script on the same connection
+        answers = await asyncio.gather(busy, behind, return_exceptions=True)
+        took = time.monotonic() - started
+        assert all(isinstance(answer, redis_errors.TimeoutError) for answer in answers), answers
+        assert 0.3 <= took < 1.0, took  # the socket timeout and at most a quarter of it more
+        await asyncio.sleep(1.2)  # the script is done
+        assert await lane.execute("GET", "k") == b"v"
+        assert lane.opened == 2
+    finally:
+        await client.aclose()
+
+
+async def test_error_replies_raise_and_the_connection_goes_on(client: Any) -> None:
+    lane = lane_of(client)
+    await client.set("k", "v")
+    with pytest.raises(redis_errors.NoScriptError):
+        await lane.execute("EVALSHA", "0" * 40, 0)
+    with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):
+        await lane.execute("HGETALL", "k")
+    assert await lane.execute("GET", "k") == b"v"
+    assert lane.opened == 1
+
+
+async def test_the_lane_logs_in_and_selects_the_urls_database(client: Any, redis_server: str) -> None:
+    await client.execute_command("ACL", "SETUSER", "lane", "on", ">lane-secret", "~*", "+@all")
+    host_port = redis_server.removeprefix("redis://").split("/")[0]
+    good, _ = connect(f"redis://lane:lane-secret@{host_port}/5")
+    wrong, _ = connect(f"redis://lane:not-it@{host_port}/5")
+    try:
+        await lane_of(good).execute("SET", "in-five", "yes")
+        assert await good.get("in-five") == b"yes"
+        assert await client.get("in-five") is None  # database 0
+        assert (await lane_of(good).execute("CLIENT", "INFO")).split(b" db=")[1].startswith(b"5 ")
+        with pytest.raises(redis_errors.AuthenticationError):
+            await lane_of(wrong).execute("GET", "in-five")
+    finally:
+        await good.flushdb()
+        await good.aclose()
+        await wrong.aclose()
+        await client.execute_command("ACL", "DELUSER", "lane")
+
+
+async def test_a_store_that_is_not_there_is_a_connection_error() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    client, _ = connect(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(redis_errors.ConnectionError):
+            await lane_of(client).execute("GET", "k")
+    finally:
+        await client.aclose()
+
+
+async def test_closing_the_client_closes_the_lane(redis_server: str) -> None:
+    client, _ = connect(redis_server)
+    lane = lane_of(client)
+    name = await lane.execute("CLIENT", "ID")
+    await client.aclose()
+    observer, _ = connect(redis_server)
+    try:
+        listed = await observer.client_list()
+        assert all(int(entry["id"]) != name for entry in listed)
+    finally:
+        await observer.aclose()
 
 
 def test_the_lane_packs_the_bytes_redis_py_packs() -> None:

@@ -10,12 +10,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError  # noqa: A004 - redis' own
+
+from service.store.lane import CommandLane, LaneAddress
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -49,7 +50,11 @@ class StoreOptions:
         """Retries on a broken connection; on a timeout only when asked (a cluster, whose client
         then refreshes its view of the slots): a frozen server is not asked twice."""
         errors: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError) if on_timeout else (ConnectionError,)
-        return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries, supported_errors=errors)
+        return Retry(self.backoff(), retries, supported_errors=errors)
+
+    @staticmethod
+    def backoff() -> ExponentialBackoff:
+        return ExponentialBackoff(cap=0.5, base=0.05)
 
 
 class _WritesWithoutWaiting:
@@ -96,6 +101,9 @@ def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, 
     common |= {"max_connections": POOL_CONNECTIONS, "retry": options.retry(options.retries)}
     if url.startswith("redis://"):
         pool = LanePool.from_url(url, connection_class=QuickConnection, **common)
+        address = LaneAddress.of(pool.connection_kwargs)
+        if address is not None:
+            pool.lane = CommandLane(address, options.retries, options.backoff())
         single = aioredis.Redis.from_pool(pool)
     else:
         single = aioredis.Redis.from_url(url, **common)
@@ -110,79 +118,16 @@ def redact(url: str) -> str:
     return scheme + sep + rest
 
 
-class CommandLane:
-    """The two commands of every step, the record's HGETALL and the COMMIT script's EVALSHA, sent
-    on connections of their own, past the layers redis-py puts around each command: the pool's
-    lock, its observability hooks (four awaited counters a command), the response callbacks.
-    Those cost an API process more CPU than packing and parsing the command (bench/README.md).
-
-    What the layers do that a step needs is kept. A connection the server closed is retried once
-    on a fresh one (`StoreOptions.retry`, the connection's own); a timeout or a cancelled request
-    leaves its connection closed (redis-py's read and write close it), so a late reply is never
-    read as the next command's. Past `limit` connections of its own, a command borrows one of
-    the pool's, which waits or fails as the pool does."""
-
-    def __init__(self, pool: LanePool, limit: int) -> None:
-        self._pool: Any = pool  # redis-py leaves its pool methods untyped
-        self._idle: list[aioredis.Connection] = []
-        self.opened = 0
-        self._limit = limit
-
-    async def execute(self, *args: Any) -> Any:
-        if self._idle:
-            conn = self._idle.pop()
-        elif self.opened < self._limit:
-            conn = self._pool.make_connection()
-            self.opened += 1
-        else:
-            return await self._borrowed(args)
-        try:
-            return await conn.retry.call_with_retry(lambda: self._send(conn, args), lambda _: conn.disconnect())
-        finally:
-            self._idle.append(conn)  # closed when it failed: its next command connects again
-
-    async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return hash_reply(await self.execute("HGETALL", key))
-
-    async def _borrowed(self, args: tuple[Any, ...]) -> Any:
-        conn = await self._pool.get_connection()
-        try:
-            return await conn.retry.call_with_retry(lambda: self._send(conn, args), lambda _: conn.disconnect())
-        finally:
-            await self._pool.release(conn)
-
-    @staticmethod
-    async def _send(conn: aioredis.Connection, args: tuple[Any, ...]) -> Any:
-        # Packed by hiredis, in C: the same bytes as redis-py's asyncio connection packs in
-        # Python, at a seventh of the CPU for a commit's two dozen arguments.
-        await conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
-        return await conn.read_response()
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect()
-
-
 class LanePool(aioredis.ConnectionPool):
-    """redis-py's pool with a `CommandLane` beside it, closed with it (the client's `aclose`)."""
+    """redis-py's pool with a `CommandLane` beside it (service/store/lane.py) when its settings
+    allow one, closed with it (the client's `aclose`)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.lane = CommandLane(self, limit=self.max_connections)
+    lane: CommandLane | None = None
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        await self.lane.aclose()
+        if self.lane is not None:
+            await self.lane.aclose()
         await super().disconnect(inuse_connections)
-
-
-def hash_reply(reply: Any) -> dict[Any, Any]:
-    """A hash as Redis answers it: a map (RESP3, redis-py's default) or a flat list of fields
-    and values (RESP2, and a hash a script returns)."""
-    if isinstance(reply, dict):
-        return reply
-    pairs = iter(reply)
-    return dict(zip(pairs, pairs, strict=True))
 
 
 def command_lane(client: Any) -> CommandLane | None:

@@ -21,8 +21,9 @@ from machines import motp_user
 from machines.motp_user import MotpUser
 from machines.record import Verification, from_fields
 from service.store import scripts
-from service.store.client import command_lane, hash_reply
+from service.store.client import command_lane
 from service.store.keys import SERVICE_KEY, Keys, motp_user_key, motp_user_shard
+from service.store.lane import hash_reply
 
 # Extends a key's expiry only while it still holds the given value (a request's lease).
 RENEW_HELD = """
