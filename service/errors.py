@@ -14,14 +14,19 @@ maps each to its catalog code and HTTP status, and `service.api.envelope` render
     │   └── StoreUnavailableError   the store is unreachable, loading or failing over
     │                               (service.store.health maps the client's errors to it)
     └── PermanentFailureError       an outbox effect that can never succeed: dropped, not retried
+
+RecordMovedOnError is outside the tree: the transactor's own signal, never an answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from machines.vocabulary import Code
+
+if TYPE_CHECKING:
+    from machines.record import Verification
 
 UNAVAILABLE_STATUS = 503
 
@@ -69,6 +74,16 @@ class LimitedError(VeriflowError):
         super().__init__(f"over the {limit} limit; retry after {retry_after_s} s")
         self.limit = limit
         self.retry_after_s = retry_after_s
+
+
+class RecordMovedOnError(Exception):
+    """Raised by an event builder that learnt its record is no longer the stored one (a limit
+    refused a send that a simultaneous request had made meanwhile): the transactor decides the
+    step again on `current`, the record that won. Never reaches a client."""
+
+    def __init__(self, current: Verification) -> None:
+        super().__init__(f"verification {current.id} moved on to version {current.version}")
+        self.current = current
 
 
 class UnavailableError(VeriflowError):

@@ -21,7 +21,7 @@ from machines.events import Event, SwitchChannel, Tick
 from machines.record import Policy, Verification
 from machines.vocabulary import Channel, Status
 from service.clock import Clock
-from service.errors import BusyError, ClaimTakenError, UnknownVerificationError
+from service.errors import BusyError, ClaimTakenError, RecordMovedOnError, UnknownVerificationError
 from service.metrics import Metrics
 from service.record_cache import RecordCache
 from service.settings import Settings
@@ -175,9 +175,14 @@ class Transactor:
             self._copied("miss")
             record = await self.store.load(verification_id)
         for attempt in range(MAX_COMMIT_TRIES):
-            if record is None or (client_id is not None and record.client_id != client_id):
-                raise UnknownVerificationError(verification_id)  # (an owner never changes)
-            decision = self.decide(record, await build_event(record))
+            record = _owned(verification_id, record, client_id)
+            try:
+                event = await build_event(record)
+            except RecordMovedOnError as moved:  # decided again on the record that won
+                self.records.drop(verification_id)
+                record, kept = moved.current, False
+                continue
+            decision = self.decide(record, event)
             if not decision.changed and kept:  # nothing to commit checks the copy: read it
                 self._copied("unchanged")
                 self.records.drop(verification_id)
@@ -256,6 +261,13 @@ class Transactor:
             self.metrics.outcomes.labels(channel, after.status.value, after.last_code or "").inc()
             log.info("verification.status", verification_id=after.id, status=after.status.value,
                      state=after.state, last_code=after.last_code)
+
+
+def _owned(verification_id: str, record: Verification | None, client_id: str | None) -> Verification:
+    """The record, when there is one and it is `client_id`'s (None: anyone's)."""
+    if record is None or (client_id is not None and record.client_id != client_id):
+        raise UnknownVerificationError(verification_id)  # (an owner never changes)
+    return record
 
 
 def _awaitable(build_event: Callable[[Verification], Event]) -> EventBuilder:

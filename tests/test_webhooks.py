@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ import pytest
 
 from service import signing
 from service.clock import ManualClock
+from service.limits import LimitSettings, Window
 from service.store.keys import timer_member
 from service.timers import TimerWorker
 from tests.conftest import Api
@@ -198,6 +200,37 @@ class TestRecovery:
         record = await api.rt.store.load(vid)
         assert record is not None
         assert (record.status.value, record.push_generation) == ("verified", 2)
+
+    async def test_a_resend_decided_on_the_record_before_another_placed_the_call_is_409(
+            self, api: Api, monkeypatch: pytest.MonkeyPatch):
+        """The race of the test below, made certain: the second resend reads the record as it was
+        before the first placed the new call. The phone's limit, filled by the first call,
+        refuses its send; as the record has moved on, it is decided again on the record that
+        won, and gets the machine's 409 4501, not a 429 for a call it would not have placed."""
+        api.rt.limiter.settings = replace(LimitSettings(per_phone=None), per_phone=Window(2, 600))
+        phone = "01099887700"
+        _, started = await start(api, "ars", phone)
+        await sim_items(api, "ars", phone)
+        await api.call("POST", f"/sim/ars/{phone}/keypad", {"digits": "xx"}, key=None)
+        store = api.rt.store
+        before = await store.load(started["id"])
+        status, first = await api.call("POST", f"/v1/verifications/{started['id']}/resend")
+        assert (status, first["state"]) == (200, "calling")
+        load = store.load
+        reads: list[str] = []
+
+        async def stale_first(verification_id: str) -> Any:
+            reads.append(verification_id)
+            return before if len(reads) == 1 else await load(verification_id)
+
+        monkeypatch.setattr(store, "load", stale_first)
+        status, second = await api.call("POST", f"/v1/verifications/{started['id']}/resend")
+        assert (status, second["error"]["code"]) == (409, "4501"), second
+        assert len(reads) == 2  # the stale read, then the one the refusal made
+        record = await load(started["id"])
+        assert record is not None
+        assert (record.call_generation, record.resends_left) == (2, 1)
+        assert len(await sim_items(api, "ars", phone, count=2)) == 2
 
     async def test_simultaneous_requests_for_a_new_call_place_one(self, api: Api):
         """After 4602, ten concurrent resends: one new call (200), the others 409 4501."""

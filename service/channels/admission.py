@@ -15,12 +15,14 @@ code drawn, no resend spent, nothing sent.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from machines.core import Decision, deadline_passed
 from machines.effects import PlaceCall, SendPush, SendSms
 from machines.events import Event
 from machines.record import Verification
 from machines.vocabulary import Status
-from service.errors import LimitedError
+from service.errors import LimitedError, RecordMovedOnError
 from service.limits import Refusal
 from service.runtime import Runtime
 from service.store.limits import SEND_LIMITS, Grant
@@ -63,6 +65,8 @@ class Admission:
         phone = self.rt.secrets.subject(record).phone
         answer = await self.rt.limiter.acquire(client_id=self.client_id, phone=phone, ip=None,
                                                verification_id=record.id, kind="send")
+        if isinstance(answer, Refusal):
+            await self._refuse(record, answer)
         self._take(answer, "send")
 
     async def admit(self, record: Verification, event: Event) -> None:
@@ -86,7 +90,18 @@ class Admission:
         refusal = await self.rt.limiter.check(client_id=self.client_id, phone=phone, ip=None,
                                               verification_id=record.id, kind="send")
         if refusal is not None:
-            raise LimitedError(refusal.limit, refusal.retry_after_s)
+            await self._refuse(record, refusal)
+
+    async def _refuse(self, record: Verification, refusal: Refusal) -> NoReturn:
+        """A limit's refusal of a send decided on `record`, given only while `record` is the
+        stored one. When a simultaneous request has moved it on (ten resends at once: one
+        placed the call, and its send fills the cooldown), the step is decided again on the
+        record that won, so the others get the machine's answer to it (409) and not a 429 for
+        a send they would not have made. One read, on the refusal's path only."""
+        current = await self.rt.store.load(record.id)
+        if current is not None and current.version != record.version:
+            raise RecordMovedOnError(current)
+        raise LimitedError(refusal.limit, refusal.retry_after_s)
 
     def _take(self, answer: Grant | Refusal, kind: str) -> None:
         if isinstance(answer, Refusal):
