@@ -374,6 +374,8 @@ class Writer:
     unsure: set[str] = field(default_factory=set)  # the call failed: applied or not, unknown
     failures: list[float] = field(default_factory=list)
     rollbacks: int = 0  # conflicts naming an older version than the one this writer had seen
+    conflicts: list[tuple[float, int, int]] = field(default_factory=list)  # when, expected, current
+    unexpected: list[str] = field(default_factory=list)  # errors the store should not raise
 
     async def run(self, stop: asyncio.Event) -> None:
         n = 0
@@ -390,12 +392,19 @@ class Writer:
                 self.failures.append(sent)
                 await asyncio.sleep(0.02)
                 continue
+            except Exception as exc:  # noqa: BLE001 - named in the failure; the writer goes on
+                self.unexpected.append(repr(exc))
+                self.unsure.add(nonce)
+                self.failures.append(sent)
+                await asyncio.sleep(0.02)
+                continue
             if result.status is OK:
                 self.version += 1
                 self.acks.append(Ack(nonce, sent, time.monotonic()))
             else:
                 assert result.status is CONFLICT
                 current = int(result.detail or 0)
+                self.conflicts.append((sent, self.version, current))
                 self.rollbacks += current < self.version
                 self.version = current
 
@@ -407,6 +416,26 @@ async def until(what: str, done: Callable[[], bool], timeout: float,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting until {what}" + (f": {state()}" if state else ""))
         await asyncio.sleep(0.01)
+
+
+def stacks_of(tasks: list[asyncio.Task[None]], which: list[bool]) -> list[str]:
+    """What each chosen task awaits, outermost first, through the tasks it awaits (wait_for's)."""
+    stacks = []
+    for task, chosen in zip(tasks, which, strict=True):
+        if chosen and task.done():
+            stacks.append("cancelled" if task.cancelled() else f"ended: {task.exception()!r}")
+            continue
+        awaited: Any = task
+        names = []
+        while chosen and awaited is not None:
+            if isinstance(awaited, asyncio.Task):
+                awaited = awaited.get_coro()
+            frame = getattr(awaited, "cr_frame", None)
+            names.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}" if frame else type(awaited).__name__)
+            inner = frame.f_locals.get("fut") if frame and frame.f_code.co_name == "wait_for" else None
+            awaited = inner if isinstance(inner, asyncio.Task) else getattr(awaited, "cr_await", None)
+        stacks.append(" > ".join(names))
+    return stacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,11 +467,15 @@ async def kill_under_load(cluster: Cluster, victim: int, writers: list[Writer]) 
         # message names each writer's commits since, and its failed calls.
         await until("every writer committed 20 times after the failover", answering_again, 120,
                     state=lambda: {"committed": committed_since(),
-                                   "failed": [sum(t > promoted_at for t in w.failures) for w in writers]})
+                                   "failed": [sum(t > promoted_at for t in w.failures) for w in writers],
+                                   "conflicts": [sum(t > promoted_at for t, _, _ in w.conflicts) for w in writers],
+                                   "stuck": stacks_of(tasks, [n < 20 for n in committed_since()]),
+                                   "unexpected": [w.unexpected[-3:] for w in writers]})
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
     assert all(t.exception() is None for t in tasks)
+    assert not any(w.unexpected for w in writers), [w.unexpected[:3] for w in writers]
     return Failover(killed_at, promoted_at, new_primary)
 
 
