@@ -95,7 +95,7 @@ class Admission:
     async def _refuse(self, record: Verification, refusal: Refusal) -> NoReturn:
         """A limit's refusal of a send decided on `record`, given only while `record` is the
         stored one. When a simultaneous request has moved it on (ten resends at once: one
-        placed the call, and its send fills the cooldown), the step is decided again on the
+        placed the call, and its send filled a limit), the step is decided again on the
         record that won, so the others get the machine's answer to it (409) and not a 429 for
         a send they would not have made. One read, on the refusal's path only."""
         current = await self.rt.store.load(record.id)
