@@ -21,9 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
@@ -31,7 +29,7 @@ from machines.record import Verification, to_fields
 from machines.vocabulary import Channel, Status
 from service.effects.dispatcher import Dispatcher
 from service.runtime import Runtime
-from service.store.client import connect
+from service.store.client import StoreOptions, connect
 from service.store.keys import Keys, motp_user_key, shard_in
 from service.store.outbox import GROUP, OutboxStreams
 from service.store.store import CommitOps, CommitStatus, Companion, Store
@@ -536,8 +534,8 @@ async def test_a_primary_killed_under_concurrent_commits_fails_over(
     so the service would have to treat 0 as "not yet durable". With the replica gone, as after
     this failover, every WAIT times out and answers 0.
     """
-    client = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in redis_cluster.startup_nodes],
-                          socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 3))
+    # The service's own client (its connection class, its retries), with a 1 s socket timeout.
+    client, _ = connect(redis_cluster.url, StoreOptions(socket_timeout_s=1, connect_timeout_s=1))
     try:
         await client.flushall()
         store = Store(client, KEYS)

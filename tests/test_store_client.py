@@ -15,7 +15,7 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
-from service.store.client import QuickConnection, StoreOptions, command_lane, connect
+from service.store.client import ClusterConnection, QuickConnection, StoreOptions, command_lane, connect
 from service.store.lane import CommandLane
 
 
@@ -217,6 +217,30 @@ async def test_closing_the_client_closes_the_lane(redis_server: str) -> None:
         assert all(int(entry["id"]) != name for entry in listed)
     finally:
         await observer.aclose()
+
+
+async def test_a_cluster_connection_closed_under_a_command_fails_it_as_a_connection_error(redis_server: str) -> None:
+    """What redis-py's cluster client does in a failover, staged: it closes a node's connection
+    (nowait) while a command on it is about to be written; plain redis-py then raises
+    AttributeError ('NoneType' has no attribute 'writelines'), which the API answered 500."""
+    host, port = redis_server.removeprefix("redis://").split("/")[0].split(":")
+    conn = ClusterConnection(host=host, port=int(port), socket_timeout=1)
+    await conn.connect()
+    sending = asyncio.ensure_future(conn.send_packed_command(conn.pack_command("PING"), check_health=False))
+    await asyncio.sleep(0)  # the write is scheduled, not yet made
+    await conn.disconnect(nowait=True)
+    with pytest.raises(redis_errors.ConnectionError, match="closed while a command was written"):
+        await sending
+    await conn.connect()  # and the connection is usable again
+    await conn.send_packed_command(conn.pack_command("PING"))
+    assert await conn.read_response() in {b"PONG", "PONG"}
+    await conn.disconnect()
+
+
+def test_a_cluster_client_opens_cluster_connections() -> None:
+    cluster, _ = connect("redis+cluster://127.0.0.1:7000")  # nothing is opened yet
+    assert cluster.connection_kwargs["connection_class"] is ClusterConnection
+    assert all(node.connection_class is ClusterConnection for node in cluster.nodes_manager.startup_nodes.values())
 
 
 def test_the_lane_packs_the_bytes_redis_py_packs() -> None:

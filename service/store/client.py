@@ -80,6 +80,46 @@ class QuickConnection(_WritesWithoutWaiting, aioredis.Connection):
     """For `redis://` (redis-py picks its own classes for `rediss://` and `unix://` URLs)."""
 
 
+class _ClosedMidCommand:
+    """redis-py's cluster client, handling a command's failure in a failover, closes the node's
+    connections, and with them one another command is about to write to or read from. That
+    command then fails with AttributeError ("'NoneType' object has no attribute 'writelines'")
+    where a closed connection means ConnectionError. Raised as one, it is retried by the
+    cluster client and, should it still fail, answered 503 like any store fault, not 500."""
+
+    is_connected: bool
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except AttributeError as exc:
+            if self.is_connected:
+                raise
+            raise ConnectionError("the connection was closed while a command was written") from exc
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except AttributeError as exc:
+            if self.is_connected:
+                raise
+            raise ConnectionError("the connection was closed while a reply was read") from exc
+
+
+class ClusterConnection(_ClosedMidCommand, aioredis.Connection):
+    """A Redis Cluster node's connections (`redis+cluster://`)."""
+
+
+def _cluster_connections(cluster: RedisCluster) -> RedisCluster:
+    """Makes `ClusterConnection` the class of every connection the cluster client opens: its
+    constructor takes none, and its nodes are made from its connection settings (the startup
+    nodes already were, and have opened nothing yet)."""
+    cluster.connection_kwargs["connection_class"] = ClusterConnection  # shared with its nodes manager
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = ClusterConnection
+    return cluster
+
+
 def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, StoreInfo]:
     """A client for `url`, or the embedded store when there is none."""
     options = options or StoreOptions()
@@ -94,9 +134,9 @@ def connect(url: str | None, options: StoreOptions | None = None) -> tuple[Any, 
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return client, StoreInfo("embedded in-memory store (no Redis configured)", durable=False)
     if url.startswith("redis+cluster://"):
-        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
-                                        retry=options.retry(options.cluster_retries, on_timeout=True),
-                                        **common)
+        cluster = _cluster_connections(RedisCluster.from_url(
+            "redis://" + url.removeprefix("redis+cluster://"),
+            retry=options.retry(options.cluster_retries, on_timeout=True), **common))
         return cluster, StoreInfo(f"Redis Cluster at {redact(url)}", durable=True)
     common |= {"max_connections": POOL_CONNECTIONS, "retry": options.retry(options.retries)}
     if url.startswith("redis://"):
