@@ -209,12 +209,12 @@ async def test_a_store_that_is_not_there_is_a_connection_error() -> None:
 async def test_closing_the_client_closes_the_lane(redis_server: str) -> None:
     client, _ = connect(redis_server)
     lane = lane_of(client)
-    name = await lane.execute("CLIENT", "ID")
+    lane_id = await lane.execute("CLIENT", "ID")
     await client.aclose()
     observer, _ = connect(redis_server)
     try:
         listed = await observer.client_list()
-        assert all(int(entry["id"]) != name for entry in listed)
+        assert all(int(entry["id"]) != lane_id for entry in listed)
     finally:
         await observer.aclose()
 

@@ -1,5 +1,5 @@
 """The lane: a step's two commands, the record's HGETALL and the COMMIT script's EVALSHA, pipelined
-on one connection of the API process's own.
+on one connection of the store client's own.
 
 Each command is written at once, and the replies are matched to the commands in the order they
 were sent, which is the order Redis answers them in. The requests of a busy API share one
