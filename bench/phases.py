@@ -19,6 +19,7 @@ from bench import procs, seed
 from bench.procs import HOST, Processes
 from bench.stats import compare, percentile, ratio
 from machines.vocabulary import Channel
+from service.store.keys import Keys
 
 
 @dataclass
@@ -305,7 +306,7 @@ def _hgetall_calls(url: str) -> int:
     return command_calls(url).get("hgetall", 0)
 
 
-SHARDS = 16  # the service's default, which every process of a run uses
+KEYS = Keys(16)  # the service's default shards, which every process of a run uses
 SETTLE_TIMEOUT_S = 60
 
 
@@ -318,9 +319,8 @@ async def settle_store(url: str) -> None:
     client = aioredis.Redis.from_url(url)
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     try:
-        await client.delete(*[f"vf:{{{shard}}}:timers" for shard in range(SHARDS)])
-        outboxes = [f"vf:{{{shard}}}:outbox" for shard in range(SHARDS)]
-        while sum([await client.xlen(key) for key in outboxes]) and time.monotonic() < deadline:
+        await client.delete(*[KEYS.timers(shard) for shard in range(KEYS.shards)])
+        while sum([await client.xlen(key) for key in KEYS.all_outboxes()]) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
@@ -335,7 +335,7 @@ def command_calls(url: str) -> dict[str, int]:
 async def _wait_for_timers(url: str, timeout_s: float) -> int:
     """Wait until every timer set is empty (or the time is up); the number of timers left."""
     client = aioredis.Redis.from_url(url)
-    keys = [f"vf:{{{shard}}}:timers" for shard in range(SHARDS)]
+    keys = [KEYS.timers(shard) for shard in range(KEYS.shards)]
     deadline = time.monotonic() + timeout_s
     try:
         while True:

@@ -372,7 +372,7 @@ class Writer:
     unsure: set[str] = field(default_factory=set)  # the call failed: applied or not, unknown
     failures: list[float] = field(default_factory=list)
     rollbacks: int = 0  # conflicts naming an older version than the one this writer had seen
-    conflicts: list[tuple[float, int, int]] = field(default_factory=list)  # when, expected, current
+    conflicts: list[float] = field(default_factory=list)  # when each conflict's call was sent
     unexpected: list[str] = field(default_factory=list)  # errors the store should not raise
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -402,7 +402,7 @@ class Writer:
             else:
                 assert result.status is CONFLICT
                 current = int(result.detail or 0)
-                self.conflicts.append((sent, self.version, current))
+                self.conflicts.append(sent)
                 self.rollbacks += current < self.version
                 self.version = current
 
@@ -466,7 +466,7 @@ async def kill_under_load(cluster: Cluster, victim: int, writers: list[Writer]) 
         await until("every writer committed 20 times after the failover", answering_again, 120,
                     state=lambda: {"committed": committed_since(),
                                    "failed": [sum(t > promoted_at for t in w.failures) for w in writers],
-                                   "conflicts": [sum(t > promoted_at for t, _, _ in w.conflicts) for w in writers],
+                                   "conflicts": [sum(t > promoted_at for t in w.conflicts) for w in writers],
                                    "stuck": stacks_of(tasks, [n < 20 for n in committed_since()]),
                                    "unexpected": [w.unexpected[-3:] for w in writers]})
     finally:

@@ -7,6 +7,8 @@ Lua), so it works on a machine with no Redis installed; its state does not survi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,20 +92,22 @@ class _ClosedMidCommand:
     is_connected: bool
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        try:
+        with self._closed_is_a_connection_error("written"):
             await super().send_packed_command(command, check_health)  # type: ignore[misc]
-        except AttributeError as exc:
-            if self.is_connected:
-                raise
-            raise ConnectionError("the connection was closed while a command was written") from exc
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with self._closed_is_a_connection_error("read"):
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def _closed_is_a_connection_error(self, doing: str) -> Iterator[None]:
+        try:
+            yield
         except AttributeError as exc:
             if self.is_connected:
                 raise
-            raise ConnectionError("the connection was closed while a reply was read") from exc
+            msg = f"the connection was closed while a command was {doing}"
+            raise ConnectionError(msg) from exc
 
 
 class ClusterConnection(_ClosedMidCommand, aioredis.Connection):

@@ -94,6 +94,13 @@ class _Replies(asyncio.Protocol):
         """Usable by a command on `loop`: open, and the loop's own (a test's next loop opens anew)."""
         return self.transport is not None and not self.transport.is_closing() and self.loop is loop
 
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        """Writes one packed command; its reply comes to the future it returns."""
+        future = self.loop.create_future()
+        self.waiting.append((future, self.loop.time()))
+        cast("asyncio.Transport", self.transport).write(packed)  # open: the lane checked it
+        return future
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # a TCP connection's
 
@@ -159,12 +166,7 @@ class CommandLane:
         connection = self._connection
         if connection is None or not connection.open_on(loop):
             connection = await self._connect(loop)
-        transport = connection.transport
-        if transport is None:  # closed while connecting
-            raise ConnectionError("Connection closed by server.")
-        future = loop.create_future()
-        connection.waiting.append((future, loop.time()))
-        transport.write(packed)
+        future = connection.send(packed)
         if self._watch is None:
             self._watch = loop.call_later(self.address.timeout_s * WATCH_FRACTION, self._check)
         return await future
@@ -212,21 +214,13 @@ class CommandLane:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         try:
             async with asyncio.timeout(address.connect_timeout_s):
-                await asyncio.gather(*(self._handshake(connection, loop, command) for command in address.handshake()))
+                await asyncio.gather(*(connection.send(hiredis.pack_command(command)) for command in address.handshake()))
         except BaseException as exc:
             connection.fail(lambda: ConnectionError(f"Error connecting to {where}"))
             if isinstance(exc, builtins.TimeoutError):
                 raise TimeoutError(f"Timeout connecting to {where}") from exc
             raise
         return connection
-
-    @staticmethod
-    def _handshake(connection: _Replies, loop: asyncio.AbstractEventLoop, command: tuple[Any, ...]) -> asyncio.Future[Any]:
-        future = loop.create_future()
-        connection.waiting.append((future, loop.time()))
-        if connection.transport is not None:
-            connection.transport.write(hiredis.pack_command(command))
-        return future
 
     async def aclose(self) -> None:
         if self._watch is not None:
